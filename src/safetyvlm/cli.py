@@ -1,0 +1,109 @@
+"""`safetyvlm` command line: look at data, the schema and model answers without DVC."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+DEFAULT_DATASET = "data/dataset"
+
+
+@click.group()
+@click.version_option(package_name="safetyvlm")
+def main() -> None:
+    """SafetyVLM: find hand tools in a photo and say how to use them safely."""
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON Schema here instead of stdout.")
+def schema(out: str | None) -> None:
+    """Print the output contract's JSON Schema."""
+    from safetyvlm.schema import report_json_schema, write_json_schema
+
+    if out:
+        click.echo(f"wrote {write_json_schema(out)}")
+    else:
+        click.echo(json.dumps(report_json_schema(), indent=2))
+
+
+@main.command()
+@click.argument("file", type=click.File("r"), default="-")
+@click.option("--width", type=int, help="Image width, to clip boxes.")
+@click.option("--height", type=int, help="Image height, to clip boxes.")
+def parse(file, width: int | None, height: int | None) -> None:
+    """Parse a model answer (FILE or stdin) into the contract; exit 1 if it was not strictly valid."""
+    from safetyvlm.parse import parse_report
+
+    size = (width, height) if width and height else None
+    result = parse_report(file.read(), image_size=size)
+    click.echo(result.report.model_dump_json(indent=2))
+    for err in result.errors:
+        click.echo(f"invalid: {err}", err=True)
+    sys.exit(0 if result.valid else 1)
+
+
+@main.group()
+def dataset() -> None:
+    """Inspect the built dataset."""
+
+
+@dataset.command("show")
+@click.option("--path", default=DEFAULT_DATASET, show_default=True, type=click.Path(file_okay=False))
+def dataset_show(path: str) -> None:
+    """Print a summary: images, boxes and classes per split."""
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from safetyvlm.data.dataset import load_dataset_dir
+    from safetyvlm.schema import CATEGORIES
+
+    dd = _load(path, load_dataset_dir)
+    table = Table(title=f"{path}")
+    table.add_column("class")
+    counts = {}
+    for split, ds in dd.items():
+        table.add_column(split, justify="right")
+        counts[split] = Counter(i["name"] for insts in ds["instances"] for i in insts)
+    for c in CATEGORIES:
+        table.add_row(c, *(str(counts[s][c]) for s in dd))
+    table.add_row("[bold]images", *(f"[bold]{len(dd[s])}" for s in dd))
+    table.add_row("[bold]boxes", *(f"[bold]{sum(counts[s].values())}" for s in dd))
+    Console().print(table)
+    sources = sorted({src for ds in dd.values() for src in ds.unique("source")})
+    click.echo(f"source: {', '.join(sources)}")
+
+
+@dataset.command("render-sample")
+@click.option("--path", default=DEFAULT_DATASET, show_default=True, type=click.Path(file_okay=False))
+@click.option("--split", default="train", show_default=True)
+@click.option("-n", "count", default=16, show_default=True, help="Images in the grid.")
+@click.option("--columns", default=4, show_default=True)
+@click.option("--out", default="sample.png", show_default=True, type=click.Path(dir_okay=False))
+def dataset_render_sample(path: str, split: str, count: int, columns: int, out: str) -> None:
+    """Write a PNG grid of images with their boxes drawn, to look at what the model learns from."""
+    from safetyvlm.data.dataset import load_dataset_dir
+    from safetyvlm.data.preview import sample_grid
+
+    dd = _load(path, load_dataset_dir)
+    if split not in dd:
+        raise click.BadParameter(f"no split {split!r}; have {list(dd)}", param_hint="--split")
+    ds = dd[split]
+    rows = [ds[i] for i in range(min(count, len(ds)))]
+    sample_grid(rows, columns=columns).save(out)
+    click.echo(f"wrote {out} ({len(rows)} images from {split})")
+
+
+def _load(path: str, loader):
+    try:
+        return loader(path)
+    except FileNotFoundError as err:
+        raise click.ClickException(str(err)) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: procedural scenes, importers of foreign formats, and the on-disk dataset."""

@@ -1,0 +1,194 @@
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from safetyvlm.parse import normalize_tool_name, parse_report
+from safetyvlm.schema import CATEGORIES, SafetyReport, ToolReport, report_json_schema
+
+GOOD = {
+    "tools": [
+        {
+            "name": "Hammer",
+            "bbox_2d": [10, 20, 120, 90],
+            "primary_function": "Drives nails",
+            "required_ppe": ["safety glasses"],
+            "primary_hazards": ["struck by", "flying chips", "pinched fingers"],
+            "common_misuses": ["striking hardened steel", "loose head"],
+        }
+    ]
+}
+
+
+def test_there_are_17_categories_spelled_as_the_public_dataset():
+    assert len(CATEGORIES) == len(set(CATEGORIES)) == 17
+    assert "Needle-nose pliers" in CATEGORIES and "Adjustable spanner" in CATEGORIES
+
+
+def test_schema_rejects_unknown_name_reversed_box_and_extra_keys():
+    with pytest.raises(ValidationError):
+        ToolReport(name="Chainsaw", bbox_2d=[0, 0, 1, 1])
+    with pytest.raises(ValidationError):
+        ToolReport(name="Hammer", bbox_2d=[10, 0, 5, 1])
+    with pytest.raises(ValidationError):
+        ToolReport(name="Hammer", bbox_2d=[0, 0, 1])
+    with pytest.raises(ValidationError):
+        SafetyReport.model_validate({"tools": [], "note": "x"})
+
+
+def test_json_schema_exports_the_17_names_and_box_shape():
+    schema = report_json_schema()
+    tool = schema["$defs"]["ToolReport"]
+    assert sorted(tool["properties"]["name"]["enum"]) == sorted(CATEGORIES)
+    assert tool["properties"]["bbox_2d"]["minItems"] == 4 == tool["properties"]["bbox_2d"]["maxItems"]
+
+
+def test_to_json_round_trips_through_the_parser():
+    report = SafetyReport.model_validate(GOOD)
+    result = parse_report(report.to_json())
+    assert result.valid and result.errors == []
+    assert result.report == report
+    assert "sources" not in report.to_json(with_sources=False)
+
+
+def test_valid_answer_is_valid():
+    result = parse_report(json.dumps(GOOD), image_size=(200, 200))
+    assert result.valid and not result.repaired
+    assert result.report.tools[0].bbox_2d == [10, 20, 120, 90]
+
+
+def test_code_fences_and_chatter_are_stripped_but_make_it_invalid():
+    text = "Here you go:\n```json\n" + json.dumps(GOOD) + "\n```\nHope that helps."
+    result = parse_report(text)
+    assert result.report.tools[0].name == "Hammer"
+    assert not result.valid and "text around the JSON ignored" in result.errors
+    # a fenced answer with nothing else around it is still valid
+    assert parse_report("```json\n" + json.dumps(GOOD) + "\n```").valid
+
+
+def test_truncated_json_is_repaired_and_keeps_the_complete_tools():
+    full = json.dumps({"tools": GOOD["tools"] * 2})
+    result = parse_report(full[: len(full) - 40])
+    assert result.repaired and not result.valid
+    assert result.report.tools[0] == SafetyReport.model_validate(GOOD).tools[0]
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("spanner", "Wrench"),
+        ("Spanners", "Wrench"),
+        ("adjustable wrench", "Adjustable spanner"),
+        ("HAMMERS", "Hammer"),
+        ("hammer", "Hammer"),
+        ("needle nose pliers", "Needle-nose pliers"),
+        ("pipe wrench", "Gas wrench"),
+        ("glue gun", "Gun"),
+        ("box cutter", "Utility knife"),
+        ("measuring tape", "Tape measure"),
+        ("caliper", "Calipers"),
+        ("side cutters", "Cutting pliers"),
+        ("socket wrench", "Ratchet"),
+        ("tenon saw", "Backsaw"),
+        ("Screwdrivr", "Screwdriver"),
+        ("banana", None),
+        ("", None),
+        (None, None),
+        (42, None),
+    ],
+)
+def test_near_miss_names_map_onto_categories(raw, expected):
+    assert normalize_tool_name(raw) == expected
+
+
+def test_every_category_maps_to_itself():
+    for name in CATEGORIES:
+        assert normalize_tool_name(name) == name
+        assert normalize_tool_name(name.upper()) == name
+
+
+def test_names_are_mapped_and_reported():
+    text = json.dumps({"tools": [{**GOOD["tools"][0], "name": "claw hammer"}]})
+    result = parse_report(text)
+    assert result.report.tools[0].name == "Hammer"
+    assert not result.valid and any("mapped to 'Hammer'" in e for e in result.errors)
+
+
+def test_boxes_are_clipped_to_the_image_and_degenerate_ones_dropped():
+    tools = [
+        {**GOOD["tools"][0], "bbox_2d": [-5, 10, 500, 90]},
+        {**GOOD["tools"][0], "bbox_2d": [300, 300, 400, 400]},  # wholly outside 200x200
+        {**GOOD["tools"][0], "bbox_2d": [50, 60, 10, 20]},  # reversed corners
+    ]
+    result = parse_report(json.dumps({"tools": tools}), image_size=(200, 200))
+    boxes = [t.bbox_2d for t in result.report.tools]
+    assert boxes == [[0, 10, 200, 90], [10, 20, 50, 60]]
+    assert any("clipped" in e for e in result.errors)
+    assert any("no area" in e for e in result.errors)
+    assert any("reversed" in e for e in result.errors)
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("I cannot see any tools.", "no JSON"),
+        ("", "no JSON"),
+        ('{"answer": 3}', "no 'tools'"),
+        ('{"tools": "hammer"}', "not a list"),
+        ('{"tools": [{"name": "Laser", "bbox_2d": [0,0,1,1]}]}', "unknown tool name"),
+        ('{"tools": [{"name": "Hammer"}]}', "missing bbox_2d"),
+        ('{"tools": [{"name": "Hammer", "bbox_2d": [0, 0, "a", 1]}]}', "non-numeric"),
+        ('{"tools": [{"name": "Hammer", "bbox_2d": [0, 0, 5, 5]}]}', "missing primary_function"),
+        ('[{"name": "Hammer", "bbox_2d": [0, 0, 5, 5]}]', "bare list"),
+    ],
+)
+def test_invalid_answers_say_why(text, reason):
+    result = parse_report(text)
+    assert not result.valid
+    assert any(reason in e for e in result.errors), result.errors
+
+
+def test_strings_for_lists_are_split_and_flagged():
+    tool = {**GOOD["tools"][0], "primary_hazards": "cuts; burns ;"}
+    result = parse_report(json.dumps({"tools": [tool]}))
+    assert result.report.tools[0].primary_hazards == ["cuts", "burns"]
+    assert not result.valid
+
+
+def test_non_text_input_is_reported_not_raised():
+    for value in (None, 3, b"{}", {"tools": []}):
+        result = parse_report(value)
+        assert not result.valid
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=400))
+def test_parser_never_raises_on_arbitrary_text(text):
+    result = parse_report(text, image_size=(64, 48))
+    assert isinstance(result.report, SafetyReport)
+    for tool in result.report.tools:
+        x1, y1, x2, y2 = tool.bbox_2d
+        assert 0 <= x1 < x2 <= 64 and 0 <= y1 < y2 <= 48
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(
+        st.sampled_from(["tools", "name", "bbox_2d", "primary_hazards", "x", "sources"]) | st.text(max_size=5),
+        children,
+        max_size=5,
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values, st.integers(min_value=0, max_value=200))
+def test_parser_never_raises_on_json_shaped_text_or_its_truncations(value, cut):
+    text = json.dumps(value)
+    for candidate in (text, text[: max(0, len(text) - cut)], "```json\n" + text):
+        result = parse_report(candidate, image_size=(100, 100))
+        assert isinstance(result.report, SafetyReport)
