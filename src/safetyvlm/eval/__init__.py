@@ -1,0 +1,1 @@
+"""Evaluation: detection, safety-field agreement, hallucination, judges, reports."""

@@ -1,0 +1,62 @@
+"""The DVC pipeline as a user runs it: `dvc repro` in a fresh git repo, then a no-op second run."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(cmd, cwd, env):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture()
+def project(tmp_path):
+    """A copy of the project (pipeline, stages, library) in a new git + dvc repo, with small sizes."""
+    for name in ("dvc.yaml", "params.yaml", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ("stages", "src", "data/raw"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["dataset"]["sizes"] = {"train": 12, "valid": 4, "test": 4}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(tmp_path / "src")}
+    run(["git", "init", "-q"], tmp_path, env)
+    run(["dvc", "init", "-q"], tmp_path, env)
+    run(["dvc", "config", "core.analytics", "false"], tmp_path, env)
+    return tmp_path, env
+
+
+@pytest.mark.slow
+def test_dvc_repro_builds_the_dataset_and_a_second_run_does_nothing(project):
+    path, env = project
+    out = run(["dvc", "repro", "dataset"], path, env)
+    assert "dataset: 20 images" in out
+    assert (path / "data/dataset/dataset_dict.json").exists()
+    assert (path / "metrics/dataset.json").exists()
+    again = run(["dvc", "repro"], path, env)
+    assert "Running stage" not in again
+    assert "up to date" in run(["dvc", "status"], path, env)
+
+
+@pytest.mark.slow
+def test_the_real_photo_fixture_imports_through_the_stage(project):
+    path, env = project
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["dataset"].update(source="yolo", path=str(ROOT / "tests/fixtures/real-tools"))
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro", "dataset"], path, env)
+    metrics = yaml.safe_load((path / "metrics/dataset.json").read_text())
+    # 18 photos; Files/Scissors/Pincers are mapped to null in params.yaml and counted as ignored
+    assert metrics["total"]["images"] == 18, out
+    assert metrics["ignored_classes"] == {"Files": 3, "Scissors": 2}
+    assert metrics["splits"]["test"]["per_class"]["Screwdriver"] == 4
+    assert metrics["splits"]["valid"]["per_class"]["Wrench"] == 4
