@@ -1,0 +1,332 @@
+"""Tiny presets of both families: build, forward + loss, save/reload, processor, loader, generation.
+
+The tiny presets are built once per test session (`tiny_preset_dir`, shared with the other
+test_model_* modules by import) into a temporary directory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from safetyvlm.schema import CATEGORIES, SafetyReport
+
+FAMILIES = ("qwen2_5_vl", "mllama")
+EXTRA_TEXTS = [
+    "Drives and removes nails.", "safety glasses (ANSI Z87.1)", "work gloves",
+    "head flying off a loose handle", "striking hardened steel",
+]
+
+
+@functools.cache
+def _session_dir() -> Path:
+    d = Path(tempfile.mkdtemp(prefix="safetyvlm-presets-"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d
+
+
+@functools.cache
+def tiny_preset_dir(family: str) -> Path:
+    """Build the tiny preset of `family` once per session."""
+    from safetyvlm.model.presets import build_preset
+
+    return build_preset(family, "tiny", EXTRA_TEXTS, _session_dir() / f"{family}-tiny")
+
+
+def images(n: int = 2) -> list[Image.Image]:
+    sizes = [(224, 224), (320, 180), (150, 400), (64, 64)]
+    return [Image.new("RGB", sizes[i % len(sizes)], (40 * i % 255, 120, 200)) for i in range(n)]
+
+
+def two_tool_report() -> SafetyReport:
+    return SafetyReport.model_validate({"tools": [
+        {"name": "Hammer", "bbox_2d": [10, 20, 120, 90], "primary_function": "Drives and removes nails.",
+         "required_ppe": ["safety glasses (ANSI Z87.1)", "work gloves"],
+         "primary_hazards": ["head flying off a loose handle"], "common_misuses": ["striking hardened steel"]},
+        {"name": "Needle-nose pliers", "bbox_2d": [130, 40, 200, 170]},
+    ]})
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def loaded(family):
+    from safetyvlm.model.loader import load_model
+
+    return load_model(tiny_preset_dir(family), device="cpu")  # fp32 on CPU everywhere: exact comparisons
+
+
+# ------------------------------------------------------------------------------------------ tokenizer
+
+def test_tokenizer_is_deterministic_and_makes_answers_short():
+    from safetyvlm.model.tokenizer import build_tokenizer
+
+    a = build_tokenizer("qwen2_5_vl", EXTRA_TEXTS)
+    b = build_tokenizer("qwen2_5_vl", EXTRA_TEXTS)
+    assert a.get_vocab() == b.get_vocab()
+    assert a.backend_tokenizer.to_str() == b.backend_tokenizer.to_str()
+    for n in range(1001):  # every box integer is one token, after "[" and after ", "
+        assert len(a(f"{n}")["input_ids"]) == 1, n
+        assert len(a(f" {n}")["input_ids"]) == 1, n
+    for name in CATEGORIES:  # one token per word piece of a category name
+        assert len(a(name)["input_ids"]) <= len(name.replace("-", " - ").split())
+    for piece in ('{"', '": "', '", "', '": [', '"]}, {"', "bbox_2d", "required_ppe"):
+        assert len(a(piece)["input_ids"]) == 1, piece
+    answer = two_tool_report().to_json(with_sources=False)
+    assert len(a(answer)["input_ids"]) < len(answer) / 3.5
+
+
+@pytest.mark.parametrize("fam", FAMILIES)
+def test_chat_template_places_image_and_generation_prompt(fam):
+    from safetyvlm.model.prompts import assistant_message, build_messages
+    from safetyvlm.model.tokenizer import build_tokenizer, family_tokens
+
+    tok = build_tokenizer(fam)
+    ft = family_tokens(fam)
+    text = tok.apply_chat_template(build_messages(), add_generation_prompt=True, tokenize=False)
+    assert text.count(ft.image_token) == 1
+    assert tok.padding_side == "left" and tok.eos_token == ft.eos and tok.pad_token == ft.pad
+    full = tok.apply_chat_template(build_messages() + [assistant_message("{}")], tokenize=True, return_dict=True,
+                                   return_assistant_tokens_mask=True)
+    marked = [i for i, m in zip(full["input_ids"], full["assistant_masks"]) if m]
+    assert tok.decode(marked) == "{}" + ft.eos  # assistant_only_loss sees the answer and its end token
+
+
+# ------------------------------------------------------------------------------------ presets/models
+
+def test_preset_metadata_and_sizes(family):
+    meta = json.loads((tiny_preset_dir(family) / "safetyvlm_preset.json").read_text())
+    assert meta["family"] == family and meta["preset"]["name"] == "tiny"
+    assert meta["image_px"] == 112
+    assert 4e6 < meta["parameters"]["total"] < 9e6
+    assert 1e6 < meta["parameters"]["vision"] < 3e6
+
+
+def test_forward_loss_and_vision_gradient(family, loaded):
+    from safetyvlm.model.batch import encode_batch
+    from safetyvlm.model.boxes import model_frame
+    from safetyvlm.model.prompts import target_text
+
+    model, processor, _ = loaded
+    frame = model_frame(family, processor)
+    imgs = images(2)
+    targets = [target_text(two_tool_report(), im.size, frame) for im in imgs]
+    batch = encode_batch(processor, imgs, targets)
+    assert (batch["labels"] != -100).sum(dim=1).min() > 10
+    model.train()
+    try:
+        out = model(**batch)
+        assert torch.isfinite(out.loss) and 4 < out.loss.item() < 12  # ~ln(vocab) at random init
+        out.loss.backward()
+        vision = [p.grad for n, p in model.named_parameters()
+                  if ("visual" in n or "vision_model" in n) and p.grad is not None]
+        # Mllama's cross-attention gates are opened by the preset, so the vision tower learns at once
+        assert vision and max(g.abs().max().item() for g in vision) > 0
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
+def test_mllama_gates_are_open_after_reload():
+    from safetyvlm.model.loader import load_model
+
+    model, _, _ = load_model(tiny_preset_dir("mllama"), device="cpu")
+    gates = {n: p.item() for n, p in model.named_parameters() if n.endswith(("cross_attn_attn_gate",
+                                                                             "cross_attn_mlp_gate"))}
+    assert len(gates) == 4 and all(math.isclose(v, math.pi / 4, rel_tol=1e-6) for v in gates.values())
+
+
+def test_save_reload_and_rebuild_give_identical_logits(family, loaded, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from safetyvlm.model.batch import encode_batch
+    from safetyvlm.model.presets import build_preset_parts
+
+    model, processor, _ = loaded
+    batch = encode_batch(processor, images(2))
+    with torch.inference_mode():
+        ref = model(**batch).logits
+        model.save_pretrained(tmp_path)
+        again = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+        assert torch.equal(again(**batch).logits, ref)
+        rebuilt, _, _ = build_preset_parts(family, "tiny", EXTRA_TEXTS)  # seed 0: same weights
+        assert torch.equal(rebuilt(**batch).logits, ref)
+
+
+@pytest.mark.parametrize("how", ["load_processor", "AutoProcessor"])
+def test_processor_round_trip(family, loaded, how):
+    import transformers
+    from packaging.version import Version
+    from transformers import AutoProcessor
+
+    from safetyvlm.model.batch import encode_batch
+    from safetyvlm.model.processors import load_processor
+
+    _, processor, _ = loaded
+    if how == "AutoProcessor":
+        if Version(transformers.__version__) < Version("5.24"):
+            pytest.skip("transformers < 5.24 resolves a registered processor class by name only (see processors.py)")
+        again = AutoProcessor.from_pretrained(tiny_preset_dir(family))
+    else:
+        again = load_processor(tiny_preset_dir(family), family)
+    assert type(again) is type(processor)
+    assert again.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    assert again.chat_template == processor.chat_template
+    img = images(1)[0]  # 224 x 224
+    a = encode_batch(processor, [img])
+    b = encode_batch(again, [img])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    if family == "qwen2_5_vl":  # 224 px -> 112 px: 8x8 patches, 16 merged image tokens
+        assert a["image_grid_thw"].tolist() == [[1, 8, 8]]
+    else:  # one 112 px tile
+        assert tuple(a["pixel_values"].shape) == (1, 1, 1, 3, 112, 112)
+
+
+# -------------------------------------------------------------------------------------------- loader
+
+def test_loader_reports_its_choices(family, loaded):
+    model, processor, info = loaded
+    assert info["family"] == family and info["source"] == "preset"
+    assert info["backend"] == "hf" and info["device"] == "cpu" and info["dtype"] == "float32"
+    assert info["frame"]["kind"] == ("resized_pixels" if family == "qwen2_5_vl" else "normalized")
+    assert info["parameters"]["total"] == sum(p.numel() for p in model.parameters())
+
+
+def test_loader_auto_device_and_dtype():
+    from safetyvlm.model.loader import load_model
+
+    model, _, info = load_model(tiny_preset_dir("qwen2_5_vl"))
+    if torch.cuda.is_available():
+        assert info["device"] == "cuda" and info["dtype"] in ("bfloat16", "float16")
+    else:
+        assert info["device"] == "cpu" and info["dtype"] == "float32"
+    assert next(model.parameters()).device.type == info["device"]
+
+
+def test_loader_rejects_a_family_mismatch():
+    from safetyvlm.model.loader import ModelLoadError, load_model
+
+    with pytest.raises(ModelLoadError, match="model_type is 'mllama'"):
+        load_model(tiny_preset_dir("mllama"), family="qwen2_5_vl")
+
+
+@pytest.mark.parametrize("hub_id", ["Qwen/Qwen2.5-VL-7B-Instruct", "meta-llama/Llama-3.2-11B-Vision-Instruct"])
+@pytest.mark.parametrize("offline", ["1", None])
+def test_uncached_hub_id_says_the_hub_is_unreachable(hub_id, offline, monkeypatch, tmp_path):
+    from safetyvlm.model.loader import HubUnreachableError, load_model
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache, whatever this machine holds
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(HubUnreachableError, match="unreachable") as err:
+        load_model(hub_id)
+    assert "local path" in str(err.value) and hub_id in str(err.value)
+
+
+def test_not_a_path_nor_hub_id():
+    from safetyvlm.model.loader import ModelLoadError, load_model
+
+    with pytest.raises(ModelLoadError, match="neither an existing directory"):
+        load_model("./no/such/dir")
+
+
+def test_4bit_without_cuda_or_bitsandbytes_names_what_is_missing():
+    from safetyvlm.model.loader import QuantizationUnavailableError, load_model
+
+    cuda = torch.cuda.is_available()
+    try:
+        import bitsandbytes  # noqa: F401
+        bnb = True
+    except ImportError:
+        bnb = False
+    if cuda and bnb:
+        pytest.skip("4-bit loading is possible here")
+    with pytest.raises(QuantizationUnavailableError, match="load_in_4bit=True needs") as err:
+        load_model(tiny_preset_dir("qwen2_5_vl"), load_in_4bit=True)
+    assert ("CUDA" in str(err.value)) == (not cuda)
+    assert ("bitsandbytes" in str(err.value)) == (not bnb)
+
+
+def test_backend_choice_and_unsloth_error():
+    from safetyvlm.model.loader import BackendUnavailableError, choose_backend, load_model
+
+    assert choose_backend("hf")[0] == "hf"
+    backend, reason = choose_backend("auto")
+    if not torch.cuda.is_available():
+        assert backend == "hf" and "CUDA" in reason
+    with pytest.raises(ValueError):
+        choose_backend("vllm")
+    try:
+        import unsloth  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendUnavailableError, match="unsloth"):
+            load_model(tiny_preset_dir("mllama"), backend="unsloth")
+
+
+# ---------------------------------------------------------------------------------------- generation
+
+def test_generate_reports_one_string_per_image(family, loaded):
+    from safetyvlm.model.generate import generate_reports
+
+    model, processor, _ = loaded
+    imgs = images(3)
+    texts = generate_reports(model, processor, imgs, max_new_tokens=6, batch_size=2)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    alone = generate_reports(model, processor, imgs[2:], max_new_tokens=6)
+    assert alone == texts[2:]  # left padding does not change an answer
+    with_passages = generate_reports(model, processor, imgs[:2], max_new_tokens=4,
+                                     passages=[[{"id": "kb:1", "text": "Wear glasses."}], None])
+    assert len(with_passages) == 2
+
+
+def test_trl_messages_collator_labels_exactly_what_encode_batch_labels(family, loaded):
+    """TRL's `messages` form with `assistant_only_loss=True` trains on the same tokens as encode_batch.
+
+    (TRL 1.16's prompt/completion form does not work for Mllama: the processor prepends
+    `<|begin_of_text|>` to the completion and the cross-attention mask stops at the prompt.)
+    """
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from safetyvlm.model.batch import encode_batch
+    from safetyvlm.model.boxes import model_frame
+    from safetyvlm.model.prompts import assistant_message, build_messages, target_text
+
+    _, processor, _ = loaded
+    frame = model_frame(family, processor)
+    imgs = images(2)
+    targets = [target_text(two_tool_report(), im.size, frame) for im in imgs]
+    collate = DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True)
+    trl_batch = collate([{"images": [im], "messages": build_messages() + [assistant_message(t)]}
+                         for im, t in zip(imgs, targets)])
+    ours = encode_batch(processor, imgs, targets)
+    for i in range(2):
+        assert (trl_batch["input_ids"][i][trl_batch["labels"][i] != -100].tolist()
+                == ours["input_ids"][i][ours["labels"][i] != -100].tolist())
+        n = int(ours["attention_mask"][i].sum())
+        assert trl_batch["input_ids"][i][:n].tolist() == ours["input_ids"][i][:n].tolist()
+
+
+def test_detect_task_batches_and_generates(family, loaded):
+    from safetyvlm.model.batch import encode_batch
+    from safetyvlm.model.generate import generate_reports
+
+    model, processor, _ = loaded
+    report_len = encode_batch(processor, images(1))["input_ids"].shape[1]
+    detect = encode_batch(processor, images(1), ['{"tools": []}'], task="detect")
+    assert detect["input_ids"].shape[1] < report_len  # the shorter instruction
+    assert len(generate_reports(model, processor, images(2), max_new_tokens=3, task="detect")) == 2
