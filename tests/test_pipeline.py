@@ -23,7 +23,7 @@ def project(tmp_path):
     """A copy of the project (pipeline, stages, library) in a new git + dvc repo, with small sizes."""
     for name in ("dvc.yaml", "params.yaml", "pyproject.toml"):
         shutil.copy(ROOT / name, tmp_path / name)
-    for name in ("stages", "src", "data/raw"):
+    for name in ("stages", "src", "data/raw", "models/shipped"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["dataset"]["sizes"] = {"train": 12, "valid": 4, "test": 4}
@@ -42,9 +42,18 @@ def test_dvc_repro_builds_the_dataset_and_a_second_run_does_nothing(project):
     assert "dataset: 20 images" in out
     assert (path / "data/dataset/dataset_dict.json").exists()
     assert (path / "metrics/dataset.json").exists()
-    again = run(["dvc", "repro"], path, env)
+    again = run(["dvc", "repro", "dataset"], path, env)
     assert "Running stage" not in again
-    assert "up to date" in run(["dvc", "status"], path, env)
+    assert "up to date" in run(["dvc", "status", "dataset"], path, env)
+
+
+@pytest.mark.slow
+def test_the_base_stage_copies_the_shipped_base(project):
+    path, env = project
+    out = run(["dvc", "repro", "base@mllama"], path, env)
+    assert '"family": "mllama"' in out
+    assert (path / "models/base/mllama/model.safetensors").exists()
+    assert "Running stage" not in run(["dvc", "repro", "base@mllama"], path, env)
 
 
 @pytest.mark.slow

@@ -45,6 +45,53 @@ def parse(file, width: int | None, height: int | None) -> None:
     sys.exit(0 if result.valid else 1)
 
 
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "model_dir", default="models/finetune/qwen2_5_vl-vision_language/merged",
+              show_default=True, help="A merged model dir, a base dir, a local checkpoint or a hub id.")
+@click.option("--max-new-tokens", type=int, default=None, help="Default: finetune.max_new_tokens in params.yaml.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--raw", is_flag=True, help="Also print the model's raw text.")
+def predict(images, model_dir: str, max_new_tokens: int | None, batch_size: int, raw: bool) -> None:
+    """Answer for each IMAGE: the parsed report (boxes in the image's pixels) as JSON lines."""
+    from PIL import Image
+
+    from safetyvlm.model.loader import ModelLoadError, load_model
+    from safetyvlm.model.predict import predict_reports
+
+    if max_new_tokens is None:
+        max_new_tokens = _param("finetune", "max_new_tokens", 400)
+    try:
+        model, processor, info = load_model(model_dir, dtype="float32")
+    except ModelLoadError as err:
+        raise click.ClickException(str(err)) from None
+    pictures = []
+    for path in images:
+        try:
+            with Image.open(path) as im:
+                pictures.append(im.convert("RGB"))
+        except OSError as err:
+            raise click.ClickException(f"{path}: not a readable image ({err})") from None
+    results = predict_reports(model, processor, info["family"], pictures,
+                              max_new_tokens=max_new_tokens, batch_size=batch_size)
+    for path, (result, text) in zip(images, results):
+        line = {"image": path, "valid": result.valid, "report": result.report.model_dump()}
+        if result.errors:
+            line["errors"] = result.errors
+        if raw:
+            line["raw"] = text
+        click.echo(json.dumps(line))
+
+
+def _param(section: str, key: str, default):
+    try:
+        import yaml
+
+        return yaml.safe_load(open("params.yaml"))[section][key]
+    except (OSError, KeyError, TypeError):
+        return default
+
+
 @main.group()
 def dataset() -> None:
     """Inspect the built dataset."""

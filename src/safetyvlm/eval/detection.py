@@ -100,3 +100,128 @@ class DetectionScores:
             "fn": self.fn,
             "per_class": per_class,
         }
+
+
+# ------------------------------------------------------------------------------------- COCO mAP
+# A generative model gives no confidence per box, so every prediction gets score 1.0 (unless the
+# dict carries a "score"). COCOeval sorts detections by score with a stable sort, so ties keep the
+# answer's order: mAP then measures one operating point per answer, not a ranking, and is a
+# stricter, box-quality-weighted companion to F1 rather than a detector's usual ranked AP.
+
+BACKGROUND = "background"
+
+
+def coco_map(preds_per_image: list[list[dict]], truths_per_image: list[list[dict]],
+             image_sizes: list[tuple[int, int]] | None = None) -> dict:
+    """COCO box mAP@[.5:.95] and mAP@.5 with pycocotools' `COCOeval` over the 17 categories.
+
+    Boxes are `[x1, y1, x2, y2]` pixels. An image with no answer is `preds=[]` (all misses).
+    Returns `map`, `map_50`, `map_75` and `per_class_ap` (AP@[.5:.95] of each class that has ground
+    truth); values are None where COCO has nothing to average (no ground truth at all).
+    torchmetrics' MeanAveragePrecision would wrap the same pycocotools code but needs torchvision,
+    which does not import in this stack (STACK.md §1).
+    """
+    import contextlib
+    import io
+
+    import numpy as np
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from safetyvlm.schema import CATEGORIES, CATEGORY_INDEX
+
+    if len(preds_per_image) != len(truths_per_image):
+        raise ValueError(f"{len(preds_per_image)} answers for {len(truths_per_image)} images")
+    empty = {"map": None, "map_50": None, "map_75": None, "per_class_ap": {}}
+    images, annotations, detections = [], [], []
+    for i, (preds, truths) in enumerate(zip(preds_per_image, truths_per_image), start=1):
+        w, h = image_sizes[i - 1] if image_sizes else (0, 0)
+        images.append({"id": i, "width": int(w), "height": int(h)})
+        for t in truths:
+            x1, y1, x2, y2 = (float(v) for v in t["bbox_2d"])
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "iscrowd": 0,
+                                "category_id": CATEGORY_INDEX[t["name"]] + 1,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
+        for p in preds:
+            x1, y1, x2, y2 = (float(v) for v in p["bbox_2d"])
+            detections.append({"image_id": i, "category_id": CATEGORY_INDEX[p["name"]] + 1,
+                               "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(p.get("score", 1.0))})
+    if not annotations:
+        return empty
+    if not detections:  # COCO.loadRes cannot take an empty list; nothing found means AP 0
+        present = sorted({a["category_id"] for a in annotations})
+        return {"map": 0.0, "map_50": 0.0, "map_75": 0.0,
+                "per_class_ap": {CATEGORIES[c - 1]: 0.0 for c in present}}
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": annotations,
+                  "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CATEGORIES)]}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        gt.createIndex()
+        dt = gt.loadRes(detections)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+
+    def _val(v: float) -> float | None:
+        return None if v < 0 else float(v)
+
+    # precision[T, R, K, A, M]: area "all" is A=0, maxDets 100 is M=-1.
+    prec = ev.eval["precision"][:, :, :, 0, -1]
+    per_class = {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = prec[:, :, k]
+        if (p > -1).any():
+            per_class[CATEGORIES[cat_id - 1]] = float(np.mean(p[p > -1]))
+    return {"map": _val(ev.stats[0]), "map_50": _val(ev.stats[1]), "map_75": _val(ev.stats[2]),
+            "per_class_ap": per_class}
+
+
+# ---------------------------------------------------------------------------- confusion matrix
+
+
+def confusion_pairs(preds: list[dict], truths: list[dict], threshold: float = 0.5) -> list[tuple[str, str]]:
+    """(actual, predicted) per instance of one image, classes plus `BACKGROUND`.
+
+    Predictions and truths are paired one-to-one by IoU >= `threshold` *regardless of class*
+    (greedy by descending IoU, a same-class pair winning a tie), so a Hammer box labelled Wrench
+    lands in cell (Hammer, Wrench). An unpaired prediction is (background, pred); an unpaired
+    truth is (truth, background). A missing or unparsable answer is `preds=[]`.
+    """
+    cand = []
+    for i, p in enumerate(preds):
+        for j, t in enumerate(truths):
+            v = iou(p["bbox_2d"], t["bbox_2d"])
+            if v >= threshold:
+                cand.append((-v, p["name"] != t["name"], i, j))
+    cand.sort()
+    used_p, used_t, pairs = set(), set(), []
+    for _, _, i, j in cand:
+        if i not in used_p and j not in used_t:
+            used_p.add(i)
+            used_t.add(j)
+            pairs.append((truths[j]["name"], preds[i]["name"]))
+    pairs += [(BACKGROUND, p["name"]) for i, p in enumerate(preds) if i not in used_p]
+    pairs += [(t["name"], BACKGROUND) for j, t in enumerate(truths) if j not in used_t]
+    return pairs
+
+
+def confusion_rows(preds_per_image: list[list[dict]], truths_per_image: list[list[dict]],
+                   threshold: float = 0.5) -> list[dict]:
+    """Rows for a DVC `confusion` plot: one `{"actual": ..., "predicted": ...}` per instance."""
+    rows = []
+    for preds, truths in zip(preds_per_image, truths_per_image, strict=True):
+        rows += [{"actual": a, "predicted": p} for a, p in confusion_pairs(preds, truths, threshold)]
+    return rows
+
+
+def confusion_matrix(rows: list[dict]) -> tuple[list[str], list[list[int]]]:
+    """(labels, counts[actual][predicted]) over the 17 categories + background, in that order."""
+    from safetyvlm.schema import CATEGORIES
+
+    labels = [*CATEGORIES, BACKGROUND]
+    index = {n: k for k, n in enumerate(labels)}
+    counts = [[0] * len(labels) for _ in labels]
+    for r in rows:
+        counts[index[r["actual"]]][index[r["predicted"]]] += 1
+    return labels, counts

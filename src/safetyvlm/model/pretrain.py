@@ -50,6 +50,14 @@ class BaseTrainConfig:
     aux_weight: float = 1.0
     aux_min_cover: float = 0.05  # a cell's label is its most-covering class if it covers this share, else background
     curriculum_samples: int = 30_000  # the first scenes show one tool each (easier to start seeing)
+    # Language exposure: every `text_every` steps (0: never) also a batch of plain text about the
+    # tools (the knowledge base written as prose), the stand-in for the web text a real VLM's
+    # language model was pretrained on. Without it the base has never produced the
+    # safety vocabulary and a LoRA finetune cannot teach it in minutes (measured).
+    text_every: int = 0
+    text_batch_size: int = 16
+    text_steps: int = 0  # then this many language-only steps on that prose (cheap: no images)
+    text_lr: float = 1e-3
     render: dict = field(default_factory=dict)  # RenderConfig overrides, like dataset.render
     init_from: str | None = None  # continue from an earlier base (its record is kept as provenance)
 
@@ -176,6 +184,43 @@ class VisionProbe:
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), label.reshape(-1))
 
 
+def tool_prose(seed: int = 0, repeats: int = 6) -> list[str]:
+    """Plain-text notes about the tools: each knowledge-base entry's function, PPE, hazards and
+    misuses as prose, fields in varied order. No JSON: the answer format is the finetune's to teach.
+    (Short on purpose: a language step on 2 CPU cores costs ~1 s per 1k tokens.)"""
+    from safetyvlm.kb import load_kb
+
+    kb = load_kb()
+    rng = np.random.default_rng(seed)
+    docs = []
+    for name, entry in kb.tools.items():
+        parts = [
+            f"Primary function: {entry.primary_function}",
+            f"Required PPE: {', '.join(entry.required_ppe)}.",
+            f"Primary hazards: {'; '.join(entry.primary_hazards)}.",
+            f"Common misuses: {'; '.join(entry.common_misuses)}.",
+        ]
+        for _ in range(repeats):
+            order = rng.permutation(len(parts))
+            docs.append(f"{name}. " + " ".join(parts[i] for i in order))
+    return docs
+
+
+def text_batches(processor, docs: list[str], batch_size: int, seed: int):
+    """Endless batches of tokenized prose for a plain causal-LM loss (no image)."""
+    tok = processor.tokenizer
+    rng = np.random.default_rng(seed)
+    while True:
+        pick = [docs[i] for i in rng.integers(0, len(docs), batch_size)]
+        old = tok.padding_side
+        tok.padding_side = "right"
+        enc = tok([d + tok.eos_token for d in pick], padding=True, truncation=True, max_length=256,
+                  add_special_tokens=False, return_tensors="pt")
+        tok.padding_side = old
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        yield {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+
 def _collate(processor):
     from safetyvlm.model.batch import encode_batch
 
@@ -214,30 +259,47 @@ def evaluate_detection(model, processor, family: str, *, n: int, seed: int, rend
     """Name F1, detection P/R/F1@0.5, mean IoU and JSON validity on `n` freshly rendered scenes."""
     from safetyvlm.data.render import RenderConfig, render_examples
     from safetyvlm.eval.detection import DetectionScores
-    from safetyvlm.model.boxes import from_model_frame, model_frame
-    from safetyvlm.model.generate import generate_reports
-    from safetyvlm.parse import parse_report
+    from safetyvlm.model.predict import predict_reports
 
-    frame = model_frame(family, processor)
-    cfg = RenderConfig.from_dict(render)
-    examples = list(render_examples(n, seed, cfg, split="eval"))
-    images = [e.image for e in examples]
-    texts = generate_reports(model, processor, images, max_new_tokens=max_new_tokens,
-                             batch_size=batch_size, task=task)
+    examples = list(render_examples(n, seed, RenderConfig.from_dict(render), split="eval"))
+    results = predict_reports(model, processor, family, [e.image for e in examples],
+                              max_new_tokens=max_new_tokens, batch_size=batch_size, task=task)
     scores, json_ok = DetectionScores(), 0
-    for ex, text in zip(examples, texts):
-        extent = frame.extent(ex.image.size)
-        result = parse_report(text, image_size=extent)
+    for ex, (result, _) in zip(examples, results):
         json_ok += result.json_ok
-        preds = [{"name": t.name, "bbox_2d": from_model_frame(t.bbox_2d, ex.image.size, frame)}
-                 for t in result.report.tools]
-        scores.add(preds, ex.instances)
+        scores.add([t.model_dump() for t in result.report.tools], ex.instances)
+    texts = [text for _, text in results]
     summary = scores.summary()
     summary.pop("per_class")
     summary["json_ok"] = json_ok / max(1, len(examples))
     summary["images"] = len(examples)
     summary["example_answer"] = texts[0][:400] if texts else ""
     return summary
+
+
+def train_text(model, processor, cfg: BaseTrainConfig, device: str) -> list[dict]:
+    """Language-only steps on the tools' prose (vision untouched: no image in these batches)."""
+    import torch
+    from tqdm import tqdm
+
+    texts = text_batches(processor, tool_prose(cfg.seed), cfg.text_batch_size, cfg.seed + 1)
+    params = [p for n, p in model.named_parameters()
+              if not (".visual." in f".{n}" or "vision_model" in n or "multi_modal_projector" in n)]
+    opt = torch.optim.AdamW(params, lr=cfg.text_lr, betas=(0.9, 0.95), weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20))
+    history = []
+    model.train()
+    for step in tqdm(range(1, cfg.text_steps + 1), desc="base text", mininterval=5):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+            loss = model(**{k: v.to(device) for k, v in next(texts).items()}).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % cfg.log_every == 0 or step == 1:
+            history.append({"text_step": step, "text_loss": round(float(loss.detach()), 5)})
+    return history
 
 
 def train_base(model, processor, family: str, cfg: BaseTrainConfig, out_dir: str | Path,
@@ -291,19 +353,24 @@ def train_base(model, processor, family: str, cfg: BaseTrainConfig, out_dir: str
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    texts = text_batches(processor, tool_prose(cfg.seed), cfg.text_batch_size, cfg.seed) if cfg.text_every else None
     history, skipped = [], 0
     start = time.perf_counter()
     budget = cfg.minutes * 60
     step, samples = 0, 0
     bar = tqdm(total=int(budget), unit="s", desc=f"base {family}", mininterval=5,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}s {postfix}")
-    for batch in loader:
+    for batch in (loader if budget > 0 else []):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         cover = batch.pop("aux_cover", None)
         with autocast:
             lm_loss = model(**batch).loss
             aux_loss = probe.loss(cover, cfg.aux_min_cover) if probe else torch.zeros((), device=device)
             loss = lm_loss + cfg.aux_weight * aux_loss
+            text_loss = torch.zeros((), device=device)
+            if texts is not None and step % cfg.text_every == 0:
+                text_loss = model(**{k: v.to(device) for k, v in next(texts).items()}).loss
+                loss = loss + text_loss
         if not torch.isfinite(loss):
             skipped += 1  # never let one bad batch poison the weights
             opt.zero_grad(set_to_none=True)
@@ -321,12 +388,15 @@ def train_base(model, processor, family: str, cfg: BaseTrainConfig, out_dir: str
         if step % cfg.log_every == 0 or step == 1:
             value, aux = float(lm_loss.detach()), float(aux_loss.detach())
             history.append({"step": step, "samples": samples, "seconds": round(elapsed, 1),
-                            "loss": round(value, 5), "aux_loss": round(aux, 5), "lr": opt.param_groups[0]["lr"]})
+                            "loss": round(value, 5), "aux_loss": round(aux, 5),
+                            "text_loss": round(float(text_loss.detach()), 5), "lr": opt.param_groups[0]["lr"]})
             bar.n = min(int(elapsed), int(budget))
-            bar.set_postfix_str(f"step {step} loss {value:.4f} aux {aux:.4f} {samples / elapsed:.0f} samples/s")
+            bar.set_postfix_str(f"step {step} loss {value:.4f} aux {aux:.4f} text {float(text_loss):.3f} "
+                                f"{samples / elapsed:.0f} samples/s")
         if elapsed >= budget or step >= cfg.max_steps:
             break
     bar.close()
+    text_history = train_text(model, processor, cfg, device) if cfg.text_steps else []
     train_seconds = time.perf_counter() - start
     model.eval()
     metrics = evaluate_detection(model, processor, family, n=cfg.eval_images, seed=cfg.seed + 7919,
@@ -342,13 +412,15 @@ def train_base(model, processor, family: str, cfg: BaseTrainConfig, out_dir: str
         "samples_per_second": round(samples / max(train_seconds, 1e-9), 1),
         "skipped_nonfinite_steps": skipped,
         "final_loss": history[-1]["loss"] if history else None,
+        "text_steps": cfg.text_steps,
+        "final_text_loss": text_history[-1]["text_loss"] if text_history else None,
         "eval": metrics,
         "torch": torch.__version__,
     }
     with atomic_output_dir(out_dir) as tmp:
         model.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
-        (tmp / "train_log.json").write_text(json.dumps(history, indent=1) + "\n")
+        (tmp / "train_log.json").write_text(json.dumps(history + text_history, indent=1) + "\n")
         (tmp / "base_record.json").write_text(json.dumps(record, indent=2) + "\n")
     model.to(torch.float32)
     return record

@@ -1,0 +1,146 @@
+"""All metrics of one condition (one model, one setting) from its answer texts and the ground truth.
+
+`evaluate_answers` parses each text (`parse_report`), converts every box from the model's frame to
+original-image pixels with the caller's `frame_fn` (the one box-frame converter,
+`safetyvlm.model.boxes.from_model_frame`, with the family's frame bound), clips it to the image, and
+scores. A missing or unparsable answer (None, or no JSON in it) has no predictions: every
+ground-truth tool of its image is a false negative, and it counts as invalid JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from safetyvlm.eval.compliance import compliance_rates
+from safetyvlm.eval.detection import DetectionScores, coco_map, confusion_rows, match_image
+from safetyvlm.eval.hallucination import ClaimChecker, claim_hallucination, object_hallucination
+from safetyvlm.eval.judge import JudgeCase, LocalJudge, run_judge
+from safetyvlm.eval.report import latency_summary
+from safetyvlm.eval.safety import SafetyAgreement
+from safetyvlm.kb import KnowledgeBase, load_kb
+from safetyvlm.parse import parse_report
+from safetyvlm.schema import SAFETY_FIELDS
+
+FrameFn = Callable[[Sequence[float], tuple[int, int]], Sequence[float]]
+
+
+def _to_pixels(box, image_size, frame_fn: FrameFn | None) -> list[float] | None:
+    x1, y1, x2, y2 = (float(v) for v in (frame_fn(box, image_size) if frame_fn else box))
+    w, h = float(image_size[0]), float(image_size[1])
+    x1, x2 = sorted((min(max(x1, 0.0), w), min(max(x2, 0.0), w)))
+    y1, y2 = sorted((min(max(y1, 0.0), h), min(max(y2, 0.0), h)))
+    return [x1, y1, x2, y2] if x2 > x1 and y2 > y1 else None
+
+
+def evaluate_answers(
+    texts: Sequence[str | None],
+    truths: Sequence[Sequence[dict]],
+    image_sizes: Sequence[tuple[int, int]],
+    frame_fn: FrameFn | None = None,
+    *,
+    frame_sizes: Sequence[tuple[int, int]] | None = None,
+    judge=None,
+    claims: ClaimChecker | None | bool = None,
+    kb: KnowledgeBase | None = None,
+    latencies: Sequence[float] | None = None,
+    iou_threshold: float = 0.5,
+) -> dict:
+    """Every metric of one condition.
+
+    texts        the model's answer per image (None = no answer)
+    truths       per image, ground-truth tools `{name, bbox_2d}` in original pixels
+    image_sizes  per image, (width, height) of the original image
+    frame_fn     `(box, image_size) -> box in original pixels`; None when answers are in pixels
+    frame_sizes  per image, (width, height) of the model's frame, for the parser's clipping
+    judge        an object with `judge(JudgeCase) -> Judgment | None`; default `LocalJudge`
+    claims       a `ClaimChecker` for claim hallucination (and the local judge's similarity);
+                 None builds one on the packaged MiniLM; False skips claim hallucination
+    latencies    seconds per answer, for p50/p95
+
+    Returns a flat dict of scalars (precision ... latency_p95), plus `per_class`, `safety_fields`,
+    `hallucination`, `judge` (dimension means, overall, judged/failed counts), `latency`,
+    `confusion` (rows for a DVC confusion plot) and `answers` (per-answer parse errors and scores).
+    """
+    n = len(texts)
+    if not (len(truths) == len(image_sizes) == n):
+        raise ValueError(f"{n} answers, {len(truths)} truths, {len(image_sizes)} image sizes")
+    if frame_sizes is not None and len(frame_sizes) != n:
+        raise ValueError(f"{len(frame_sizes)} frame sizes for {n} answers")
+    kb = kb if kb is not None else load_kb()
+    if claims is None:
+        claims = ClaimChecker(kb)
+    judge = judge if judge is not None else LocalJudge(claims=claims or None)
+
+    parsed, predicted, dropped = [], [], 0
+    for k, text in enumerate(texts):
+        pr = parse_report(text, frame_sizes[k] if frame_sizes is not None else None)
+        parsed.append(pr)
+        tools = []
+        for t in pr.report.tools:
+            box = _to_pixels(t.bbox_2d, image_sizes[k], frame_fn)
+            if box is None:
+                dropped += 1
+                continue
+            tools.append({"name": t.name, "bbox_2d": box,
+                          **{f: getattr(t, f) for f in SAFETY_FIELDS}})
+        predicted.append(tools)
+    truths = [[{"name": t["name"], "bbox_2d": [float(v) for v in t["bbox_2d"]]} for t in ts]
+              for ts in truths]
+
+    det = DetectionScores(threshold=iou_threshold)
+    agreement = SafetyAgreement()
+    for preds, ts in zip(predicted, truths):
+        det.add(preds, ts)
+        for i, j, _ in match_image(preds, ts, iou_threshold):
+            agreement.add(preds[i], kb.safety_fields(ts[j]["name"]))
+    d = det.summary()
+    coco = coco_map(predicted, truths, list(image_sizes))
+    for c, ap in coco["per_class_ap"].items():
+        d["per_class"].setdefault(c, {"precision": 0.0, "recall": 0.0, "f1": 0.0})["ap"] = ap
+    fmt = compliance_rates(parsed)
+    safety = agreement.summary()
+    objects = object_hallucination(predicted, truths)
+    claim = claim_hallucination(predicted, claims) if claims else None
+
+    cases = [JudgeCase(text=text if isinstance(text, str) else "", parsed=pr, predicted=preds,
+                       truths=ts, reference={t["name"]: kb.safety_fields(t["name"]) for t in ts},
+                       image_size=tuple(size))
+             for text, pr, preds, ts, size in zip(texts, parsed, predicted, truths, image_sizes)]
+    judged = run_judge(judge, cases)
+    per_answer = judged.pop("per_answer")
+    lat = latency_summary(latencies) if latencies is not None else None
+
+    return {
+        "n_images": n,
+        "precision": d["precision"],
+        "recall": d["recall"],
+        "f1": d["f1"],
+        "macro_f1": d["macro_f1"],
+        "mean_iou": d["mean_iou"],
+        "name_f1": d["name_f1"],
+        "tp": d["tp"],
+        "fp": d["fp"],
+        "fn": d["fn"],
+        "map": coco["map"],
+        "map_50": coco["map_50"],
+        "map_75": coco["map_75"],
+        "json_valid": fmt["json_valid"],
+        "json_readable": fmt["json_readable"],
+        "schema_complete": fmt["schema_complete"],
+        "safety_agreement": safety["mean"] if safety["tools"] else None,
+        "object_hallucination": objects["rate"],
+        "claim_hallucination": claim["rate"] if claim else None,
+        "instruction_accuracy": judged["instruction_accuracy"],
+        "overall": judged["overall"],
+        "latency_p50": lat["p50"] if lat else None,
+        "latency_p95": lat["p95"] if lat else None,
+        "boxes_dropped": dropped,
+        "per_class": d["per_class"],
+        "safety_fields": safety,
+        "hallucination": {"objects": objects, "claims": claim},
+        "judge": judged,
+        "latency": lat,
+        "confusion": confusion_rows(predicted, truths, iou_threshold),
+        "answers": [{"valid": pr.valid, "errors": pr.errors[:10], "tools": len(preds),
+                     "judgment": j} for pr, preds, j in zip(parsed, predicted, per_answer)],
+    }

@@ -1,0 +1,245 @@
+"""Results across conditions: `metrics/eval.json`, the `results.md` table, plots, confusion rows.
+
+`results` is always `{family: {condition: metrics}}`, `metrics` being what
+`safetyvlm.eval.evaluate.evaluate_answers` returns for that condition. Plots use matplotlib's Agg
+backend (no display). Every file is written to a temporary name and renamed, so a crashed run never
+leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from safetyvlm.eval.judge import DIMENSION_LABELS, DIMENSIONS
+
+# (key in the condition's metrics, column header, digits)
+TABLE_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("precision", "Precision", 3),
+    ("recall", "Recall", 3),
+    ("f1", "F1", 3),
+    ("mean_iou", "IoU", 3),
+    ("instruction_accuracy", "Instruction Accuracy", 3),
+    ("overall", "Overall", 2),
+    ("map", "mAP@[.5:.95]", 3),
+    ("map_50", "mAP@.5", 3),
+    ("name_f1", "Name F1", 3),
+    ("json_valid", "JSON valid", 3),
+    ("schema_complete", "Complete", 3),
+    ("safety_agreement", "Safety agreement", 3),
+    ("object_hallucination", "Object halluc.", 3),
+    ("claim_hallucination", "Claim halluc.", 3),
+    ("latency_p50", "Latency p50 (s)", 2),
+    ("latency_p95", "Latency p95 (s)", 2),
+)
+# Rows of the heatmap; all in 0..1 (Overall is shown /10). Hallucinations: lower is better.
+HEATMAP_METRICS: tuple[tuple[str, str], ...] = (
+    ("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"), ("mean_iou", "IoU"),
+    ("map", "mAP"), ("map_50", "mAP@.5"), ("name_f1", "Name F1"), ("json_valid", "JSON valid"),
+    ("schema_complete", "Complete"), ("safety_agreement", "Safety agreement"),
+    ("instruction_accuracy", "Instruction acc."), ("overall", "Overall / 10"),
+    ("object_hallucination", "Object halluc. (lower better)"),
+    ("claim_hallucination", "Claim halluc. (lower better)"),
+)
+_NOT_METRICS = ("confusion", "answers")  # per-instance data: plots and debugging, not eval.json
+
+
+def latency_summary(seconds: Sequence[float] | None) -> dict:
+    """p50 / p95 (linear interpolation, numpy's default), mean and max of per-answer seconds."""
+    s = np.asarray([float(x) for x in (seconds or [])], dtype=float)
+    if s.size == 0:
+        return {"p50": None, "p95": None, "mean": None, "max": None, "n": 0}
+    return {"p50": float(np.percentile(s, 50)), "p95": float(np.percentile(s, 95)),
+            "mean": float(s.mean()), "max": float(s.max()), "n": int(s.size)}
+
+
+def _clean(value):
+    """JSON-safe copy: no NaN/inf (-> None), examples and per-answer data dropped."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items() if k not in ("examples", "per_answer")}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def metrics_document(results: dict) -> dict:
+    """The `metrics/eval.json` document: `{family: {condition: metrics}}` without per-instance data."""
+    return {fam: {cond: _clean({k: v for k, v in m.items() if k not in _NOT_METRICS})
+                  for cond, m in conds.items()}
+            for fam, conds in results.items()}
+
+
+def _cell(value, digits: int) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, (int, float, np.floating)):
+        return f"{float(value):.{digits}f}"
+    return str(value)
+
+
+def results_table(results: dict) -> str:
+    """Markdown table, one row per (family, condition). Overall is on the judges' 0-10 scale."""
+    head = ["Model family", "Condition", *(h for _, h, _ in TABLE_COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(TABLE_COLUMNS)) + "|"]
+    for fam, conds in results.items():
+        for cond, m in conds.items():
+            cells = [fam, cond, *(_cell(m.get(k), d) for k, _, d in TABLE_COLUMNS)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _labels(results: dict) -> list[tuple[str, str, dict]]:
+    return [(fam, cond, m) for fam, conds in results.items() for cond, m in conds.items()]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def plot_judge_radar(results: dict, path: str | Path) -> Path:
+    """One radar chart per condition over the five judge dimensions (0-10), side by side."""
+    plt = _pyplot()
+    items = _labels(results)
+    n = max(1, len(items))
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    fig = plt.figure(figsize=(3.6 * cols, 3.6 * rows))
+    angles = np.linspace(0, 2 * np.pi, len(DIMENSIONS), endpoint=False).tolist()
+    for k, (fam, cond, m) in enumerate(items):
+        ax = fig.add_subplot(rows, cols, k + 1, projection="polar")
+        judge = m.get("judge") or {}
+        values = [judge.get(d) for d in DIMENSIONS]
+        ax.set_xticks(angles)
+        ax.set_xticklabels([DIMENSION_LABELS[d].replace(" ", "\n", 1) for d in DIMENSIONS], fontsize=7)
+        ax.set_ylim(0, 10)
+        ax.set_yticks([2, 4, 6, 8, 10])
+        ax.tick_params(axis="y", labelsize=6)
+        overall = judge.get("overall")
+        title = f"{fam} / {cond}" + (f"\noverall {overall:.2f}" if overall is not None else "")
+        ax.set_title(title, fontsize=9, pad=14)
+        if any(v is None for v in values):
+            ax.text(0, 0, "no judgments", ha="center", va="center", fontsize=8)
+            continue
+        ax.plot(angles + angles[:1], values + values[:1], linewidth=1.5)
+        ax.fill(angles + angles[:1], values + values[:1], alpha=0.25)
+    fig.tight_layout()
+    out = _save(fig, Path(path))
+    plt.close(fig)
+    return out
+
+
+def plot_metric_heatmap(results: dict, path: str | Path) -> Path:
+    """Metrics (rows) x conditions (columns), colour 0..1, the value written in each cell."""
+    plt = _pyplot()
+    items = _labels(results)
+    grid = np.full((len(HEATMAP_METRICS), max(1, len(items))), np.nan)
+    for c, (_, _, m) in enumerate(items):
+        for r, (key, _) in enumerate(HEATMAP_METRICS):
+            v = m.get(key)
+            if v is not None:
+                grid[r, c] = float(v) / 10 if key == "overall" else float(v)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * max(1, len(items)), 0.42 * len(HEATMAP_METRICS) + 1.2))
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    ax.set_yticks(range(len(HEATMAP_METRICS)), [label for _, label in HEATMAP_METRICS], fontsize=8)
+    ax.set_xticks(range(len(items)), [f"{f}\n{c}" for f, c, _ in items], fontsize=8, rotation=30,
+                  ha="right")
+    for r in range(grid.shape[0]):
+        for c in range(len(items)):
+            v = grid[r, c]
+            ax.text(c, r, "–" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if not np.isnan(v) and v < 0.55 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    ax.set_title("Metrics by condition")
+    fig.tight_layout()
+    out = _save(fig, Path(path))
+    plt.close(fig)
+    return out
+
+
+def plot_per_class(results: dict, path: str | Path, metric: str = "f1") -> Path:
+    """Grouped bars: per-class `metric` (f1, precision, recall or ap), one bar per condition."""
+    plt = _pyplot()
+    from safetyvlm.schema import CATEGORIES
+
+    items = _labels(results)
+    seen = {c for _, _, m in items for c in (m.get("per_class") or {})}
+    classes = [c for c in CATEGORIES if c in seen] or list(CATEGORIES)
+    width = 0.8 / max(1, len(items))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(classes) * max(1, len(items)) ** 0.5 + 2), 4))
+    x = np.arange(len(classes))
+    for k, (fam, cond, m) in enumerate(items):
+        pc = m.get("per_class") or {}
+        vals = [float((pc.get(c) or {}).get(metric) or 0.0) for c in classes]
+        ax.bar(x - 0.4 + width * (k + 0.5), vals, width, label=f"{fam} / {cond}")
+    ax.set_xticks(x, classes, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(metric)
+    ax.set_title(f"Per-class {metric}")
+    if items:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    out = _save(fig, Path(path))
+    plt.close(fig)
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "x"
+
+
+def write_confusion(results: dict, directory: str | Path) -> list[Path]:
+    """`<directory>/<family>-<condition>.json`: a DVC `confusion` plot's rows (actual, predicted)."""
+    paths = []
+    for fam, cond, m in _labels(results):
+        rows = m.get("confusion") or []
+        paths.append(_write_text(Path(directory) / f"{_slug(fam)}-{_slug(cond)}.json",
+                                 json.dumps(rows, indent=1) + "\n"))
+    return paths
+
+
+def write_report(results: dict, metrics_path: str | Path = "metrics/eval.json",
+                 table_path: str | Path = "metrics/results.md",
+                 plots_dir: str | Path = "plots/eval") -> dict[str, Path | list[Path]]:
+    """Write eval.json, results.md, the three PNG plots and the confusion rows; returns the paths."""
+    plots_dir = Path(plots_dir)
+    return {
+        "metrics": _write_text(Path(metrics_path),
+                               json.dumps(metrics_document(results), indent=2, allow_nan=False) + "\n"),
+        "table": _write_text(Path(table_path), results_table(results)),
+        "radar": plot_judge_radar(results, plots_dir / "judge_radar.png"),
+        "heatmap": plot_metric_heatmap(results, plots_dir / "metrics_heatmap.png"),
+        "per_class": plot_per_class(results, plots_dir / "per_class_f1.png"),
+        "confusion": write_confusion(results, plots_dir / "confusion"),
+    }

@@ -1,0 +1,216 @@
+"""LoRA finetuning of a base VLM on the dataset's full safety reports, with TRL's SFTTrainer.
+
+Strategies (`lora.py`): `vision`, `language`, `vision_language`. Backends (`loader.choose_backend`):
+`hf` (transformers + PEFT; on a GPU optionally 4-bit NF4 and gradient checkpointing) or `unsloth`
+where installed with a GPU. Samples use TRL's `messages` form with `assistant_only_loss=True`, so the
+loss is on the answer only (TRL's prompt/completion form mislabels Mllama: see tests).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+log = logging.getLogger("safetyvlm.finetune")
+
+
+@dataclass
+class FinetuneConfig:
+    """The `finetune:` section of params.yaml (family and strategy come from the stage matrix)."""
+
+    backend: str = "auto"  # auto | hf | unsloth
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    lr: float = 2e-3
+    steps: int = 150
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_steps: int = 10
+    seed: int = 0
+    load_in_4bit: bool = False  # GPU only (bitsandbytes)
+    gradient_checkpointing: bool = False
+    train_images: int | None = None  # None: the whole train split
+    eval_images: int = 100  # valid split images scored after training (0: skip)
+    eval_batch_size: int = 25
+    max_new_tokens: int = 400
+    log_every: int = 5
+    # Also train the output layer in full (PEFT modules_to_save). The tiny bases never emitted the
+    # safety vocabulary (their task was names + boxes), so its lm_head rows say "never": LoRA on the
+    # towers alone cannot lift them in a few hundred steps (loss stayed > 7; measured). A hub
+    # checkpoint already knows English: leave this off there.
+    train_lm_head: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FinetuneConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"finetune: unknown keys {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def report_of(instances: list[dict]):
+    from safetyvlm.schema import SafetyReport
+
+    return SafetyReport.model_validate(
+        {"tools": [{k: v for k, v in inst.items()} for inst in instances]}
+    )
+
+
+def sft_dataset(split, processor, family: str, limit: int | None = None):
+    """Dataset rows -> TRL `messages` samples: the one prompt, the target in the model's box frame."""
+    from safetyvlm.model.boxes import model_frame
+    from safetyvlm.model.prompts import assistant_message, build_messages, target_text
+
+    frame = model_frame(family, processor)
+    if limit is not None:
+        split = split.select(range(min(limit, len(split))))
+
+    def to_sample(row):
+        image = row["image"]
+        target = target_text(report_of(row["instances"]), image.size, frame)
+        return {"images": [image], "messages": build_messages() + [assistant_message(target)]}
+
+    return split.map(to_sample, remove_columns=split.column_names)
+
+
+class _ProgressLog:
+    """A TrainerCallback factory that logs step, loss and ETA (TRL's own bar is off in DVC logs)."""
+
+    @staticmethod
+    def make(total_steps: int):
+        from transformers import TrainerCallback
+
+        class ProgressLog(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                self.start = time.perf_counter()
+
+            def on_log(self, args, state, control, logs=None, **kw):
+                if logs and "loss" in logs and state.global_step:
+                    elapsed = time.perf_counter() - self.start
+                    eta = elapsed / state.global_step * (total_steps - state.global_step)
+                    log.info("step %d/%d loss %.4f eta %.0fs", state.global_step, total_steps, logs["loss"], eta)
+
+        return ProgressLog()
+
+
+def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str, cfg: FinetuneConfig,
+             out_dir: str | Path) -> dict:
+    """Train a LoRA adapter; save adapter, merged model + processor, training log and valid metrics."""
+    import torch
+    from peft import get_peft_model
+    from trl import SFTConfig, SFTTrainer
+
+    from safetyvlm.data.dataset import load_dataset_dir
+    from safetyvlm.io import atomic_output_dir
+    from safetyvlm.model.loader import load_model
+    from safetyvlm.model.lora import count_lora_layers, make_lora_config
+
+    torch.manual_seed(cfg.seed)
+    cuda = torch.cuda.is_available()
+    model, processor, info = load_model(
+        base_path, family=family, backend=cfg.backend, load_in_4bit=cfg.load_in_4bit,
+        dtype="bfloat16" if cuda else "float32",
+    )
+    log.info("base %s: backend %s (%s)", base_path, info["backend"], info["backend_reason"])
+    extra = {"modules_to_save": ["lm_head"]} if cfg.train_lm_head else {}
+    model = get_peft_model(model, make_lora_config(family, strategy, cfg.r, cfg.alpha, cfg.dropout, **extra))
+    lora_layers = count_lora_layers(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    dd = load_dataset_dir(dataset_dir)
+    train = sft_dataset(dd["train"], processor, family, cfg.train_images)
+    with atomic_output_dir(out_dir) as tmp:
+        args = SFTConfig(
+            output_dir=str(tmp / "trainer"),
+            max_steps=cfg.steps,
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
+            learning_rate=cfg.lr,
+            lr_scheduler_type="cosine",
+            warmup_steps=cfg.warmup_steps,
+            logging_steps=cfg.log_every,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=not cuda,
+            bf16=cuda,
+            seed=cfg.seed,
+            max_length=None,  # truncation would cut image tokens
+            assistant_only_loss=True,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=processor,
+                             callbacks=[_ProgressLog.make(cfg.steps)])
+        start = time.perf_counter()
+        trainer.train()
+        train_seconds = time.perf_counter() - start
+        history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+        model = trainer.model
+        model.save_pretrained(tmp / "adapter")
+        merged = model.merge_and_unload()
+        merged.save_pretrained(tmp / "merged", safe_serialization=True)
+        processor.save_pretrained(tmp / "merged")
+        for name in ("safetyvlm_preset.json",):
+            src = Path(info["path"]) / name
+            if src.exists():
+                (tmp / "merged" / name).write_text(src.read_text())
+        import shutil
+
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        metrics = {
+            "family": family,
+            "strategy": strategy,
+            "backend": info["backend"],
+            "device": info["device"],
+            "trainable_parameters": trainable,
+            "lora_layers": lora_layers,
+            "steps": cfg.steps,
+            "train_seconds": round(train_seconds, 1),
+            "final_loss": history[-1]["loss"] if history else None,
+        }
+        if cfg.eval_images:
+            metrics["valid"] = evaluate_reports(merged, processor, family, dd["valid"], cfg.eval_images,
+                                                cfg.eval_batch_size, cfg.max_new_tokens)
+        (tmp / "train_log.json").write_text(json.dumps(history, indent=1) + "\n")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / "config.json").write_text(json.dumps({**asdict(cfg), "base": str(base_path)}, indent=2) + "\n")
+    return metrics
+
+
+def evaluate_reports(model, processor, family: str, split, n: int, batch_size: int = 25,
+                     max_new_tokens: int = 400, passages=None) -> dict:
+    """JSON validity, detection, name F1 and KB agreement of the safety fields on `n` rows of `split`."""
+    from safetyvlm.eval.detection import DetectionScores, match_image
+    from safetyvlm.eval.safety import SafetyAgreement
+    from safetyvlm.model.predict import predict_reports
+
+    rows = split.select(range(min(n, len(split))))
+    images = [r["image"] for r in rows]
+    start = time.perf_counter()
+    results = predict_reports(model, processor, family, images, max_new_tokens=max_new_tokens,
+                              batch_size=batch_size, passages=passages)
+    seconds = time.perf_counter() - start
+    det, safety, valid = DetectionScores(), SafetyAgreement(), 0
+    for row, (result, _) in zip(rows, results):
+        valid += result.valid
+        preds = [t.model_dump() for t in result.report.tools]
+        truths = row["instances"]
+        det.add(preds, truths)
+        for i, j, _ in match_image(preds, truths):
+            safety.add(preds[i], truths[j])
+    texts = [text for _, text in results]
+    summary = det.summary()
+    summary.pop("per_class")
+    return {
+        "images": len(images),
+        "json_valid": valid / max(1, len(images)),
+        **summary,
+        "safety_agreement": safety.summary(),
+        "seconds_per_image": round(seconds / max(1, len(images)), 4),
+        "example_answer": texts[0][:600] if texts else "",
+    }

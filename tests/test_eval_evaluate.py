@@ -1,0 +1,121 @@
+"""evaluate_answers: parse, convert boxes with the caller's frame function, score everything."""
+
+import json
+from functools import partial
+
+import pytest
+
+from safetyvlm.eval.evaluate import evaluate_answers
+from safetyvlm.eval.hallucination import ClaimChecker, load_embedder
+from safetyvlm.kb import load_kb
+from safetyvlm.model.boxes import ModelFrame, from_model_frame, to_model_frame
+
+KB = load_kb()
+SIZES = [(640, 480), (1000, 300)]
+TRUTHS = [
+    [{"name": "Hammer", "bbox_2d": [64.0, 48.0, 320.0, 240.0]},
+     {"name": "Drill", "bbox_2d": [400.0, 100.0, 600.0, 400.0]}],
+    [{"name": "Wrench", "bbox_2d": [100.0, 30.0, 300.0, 150.0]}],
+]
+NORMALIZED = ModelFrame(kind="normalized", scale=1000)
+
+
+def answer(tools_with_boxes):
+    return json.dumps({"tools": [{"name": n, "bbox_2d": b, **KB.safety_fields(n)}
+                                 for n, b in tools_with_boxes]})
+
+
+def answers_in(frame):
+    """Perfect answers written in `frame` (None = original pixels)."""
+    out = []
+    for truths, size in zip(TRUTHS, SIZES):
+        conv = (lambda b: b) if frame is None else (lambda b: to_model_frame(b, size, frame))
+        out.append(answer([(t["name"], conv(t["bbox_2d"])) for t in truths]))
+    return out
+
+
+def run(texts, frame_fn=None, **kw):
+    return evaluate_answers(texts, TRUTHS, SIZES, frame_fn, claims=kw.pop("claims", False), **kw)
+
+
+def test_perfect_pixel_answers():
+    m = run(answers_in(None), latencies=[0.5, 1.5])
+    assert (m["precision"], m["recall"], m["f1"], m["mean_iou"]) == (1, 1, 1, 1)
+    assert m["map"] == pytest.approx(1.0) and m["map_50"] == pytest.approx(1.0)
+    assert (m["json_valid"], m["schema_complete"], m["safety_agreement"]) == (1, 1, 1)
+    assert m["object_hallucination"] == 0 and m["instruction_accuracy"] == 1
+    assert m["overall"] == 10.0 and m["judge"]["failed"] == 0
+    assert (m["latency_p50"], m["latency_p95"]) == (1.0, pytest.approx(1.45))
+    assert all(r["actual"] == r["predicted"] for r in m["confusion"]) and len(m["confusion"]) == 3
+
+
+def test_normalized_boxes_score_only_through_the_right_frame():
+    texts = answers_in(NORMALIZED)  # 0..1000 per axis
+    right = run(texts, partial(from_model_frame, frame=NORMALIZED))
+    assert right["f1"] == 1.0 and right["mean_iou"] > 0.99
+    wrong = run(texts)  # the same numbers read as pixels
+    assert (wrong["tp"], wrong["f1"], wrong["mean_iou"]) == (0, 0.0, 0.0)
+    assert right["name_f1"] == wrong["name_f1"] == 1.0  # names do not depend on the frame
+
+
+def test_mixed_frames_each_converted_by_its_own_function():
+    qwen = ModelFrame(kind="resized_pixels", factor=28, min_pixels=56 * 56, max_pixels=448 * 448)
+    frames = [NORMALIZED, qwen]
+    texts = [answer([(t["name"], to_model_frame(t["bbox_2d"], size, f)) for t in truths])
+             for truths, size, f in zip(TRUTHS, SIZES, frames)]
+    by_image = {s: f for s, f in zip(SIZES, frames)}
+    m = run(texts, lambda box, size: from_model_frame(box, size, by_image[tuple(size)]))
+    assert m["f1"] == 1.0 and m["mean_iou"] > 0.98
+    swapped = {s: f for s, f in zip(SIZES, reversed(frames))}
+    bad = run(texts, lambda box, size: from_model_frame(box, size, swapped[tuple(size)]))
+    assert (bad["tp"], bad["f1"]) == (0, 0.0)
+
+
+def test_missing_and_unparsable_answers_are_all_false_negatives():
+    m = run([None, "no idea"])
+    assert (m["tp"], m["fp"], m["fn"]) == (0, 0, 3)
+    assert m["json_valid"] == 0 and m["schema_complete"] is None and m["map"] == 0
+    assert m["overall"] == 0 and m["instruction_accuracy"] == 0
+    assert sorted(r["predicted"] for r in m["confusion"]) == ["background"] * 3
+
+
+def test_wrong_class_duplicate_and_shifted_boxes():
+    texts = [
+        answer([("Hammer", [64, 48, 320, 240]), ("Hammer", [64, 48, 320, 240]),  # duplicate
+                ("Wrench", [400, 100, 600, 400])]),  # right box, wrong class
+        answer([("Wrench", [250, 30, 450, 150])]),  # shifted: IoU 50/350 < 0.5
+    ]
+    m = run(texts)
+    assert (m["tp"], m["fp"], m["fn"]) == (1, 3, 2)
+    assert m["object_hallucination"] == pytest.approx(1 / 4)  # the Wrench in image 0
+    cells = {(r["actual"], r["predicted"]) for r in m["confusion"]}
+    assert ("Drill", "Wrench") in cells and ("background", "Hammer") in cells
+    assert ("Wrench", "background") in cells
+
+
+def test_boxes_outside_the_image_are_clipped_or_dropped():
+    texts = [answer([("Hammer", [64, 48, 320, 240]), ("Drill", [700, 500, 800, 600])]), None]
+    m = run(texts)
+    assert m["boxes_dropped"] == 1 and m["tp"] == 1
+
+
+def test_claims_and_embedding_judge(request):
+    checker = ClaimChecker(KB, load_embedder(),
+                           cache_dir=request.config.cache.mkdir("safetyvlm-kb-embeddings"))
+    tool = {"name": "Hammer", "bbox_2d": [64, 48, 320, 240],
+            "primary_function": "Drives nails", "required_ppe": ["safety glasses"],
+            "primary_hazards": ["struck fingers and thumbs", "kickback when the drill bit binds"],
+            "common_misuses": ["using the handle as a pry bar"]}
+    texts = [json.dumps({"tools": [tool]}), answers_in(None)[1]]
+    m = run(texts, claims=checker)
+    n_kb = sum(len(KB.safety_fields("Wrench")[f])
+               for f in ("required_ppe", "primary_hazards", "common_misuses"))
+    assert m["hallucination"]["claims"]["claims"] == 4 + n_kb
+    assert m["hallucination"]["claims"]["unsupported"] == 1
+    assert m["claim_hallucination"] == pytest.approx(1 / (4 + n_kb))
+    assert m["judge"]["judge"] == "local" and 0 < m["overall"] < 10
+
+
+def test_lengths_must_agree():
+    with pytest.raises(ValueError, match="answers"):
+        evaluate_answers(["{}"], TRUTHS, SIZES, claims=False)

@@ -1,0 +1,100 @@
+"""The finetune stage's library on the shipped tiny bases: real LoRA steps, outputs, backend errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from safetyvlm.data.dataset import DatasetParams, build_dataset
+from safetyvlm.model.finetune import FinetuneConfig, finetune
+from safetyvlm.model.loader import BackendUnavailableError, QuantizationUnavailableError, load_model
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "shipped"
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft") / "dataset"
+    params = DatasetParams.from_dict({"sizes": {"train": 16, "valid": 4, "test": 2}, "seed": 3})
+    build_dataset(params, out)
+    return out
+
+
+def small_cfg(**kw):
+    base = dict(steps=6, batch_size=2, lr=3e-3, warmup_steps=1, train_images=16, eval_images=2,
+                eval_batch_size=2, max_new_tokens=32, log_every=1)
+    return FinetuneConfig(**{**base, **kw})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "family,strategy,towers",
+    [("qwen2_5_vl", "language", {"language"}), ("mllama", "vision", {"vision"}),
+     ("qwen2_5_vl", "vision_language", {"vision", "language"})],
+)
+def test_lora_steps_lower_the_loss_and_save_adapter_and_merged_model(dataset_dir, tmp_path, family, strategy, towers):
+    out = tmp_path / "ft"
+    metrics = finetune(str(SHIPPED / f"{family}-tiny"), dataset_dir, family, strategy, small_cfg(), out)
+    log = json.loads((out / "train_log.json").read_text())
+    assert len(log) == 6 and log[-1]["loss"] < log[0]["loss"]
+    assert {t for t, n in metrics["lora_layers"].items() if n} == towers
+    assert (out / "adapter" / "adapter_config.json").exists()
+    assert metrics["valid"]["images"] == 2 and 0 <= metrics["valid"]["json_valid"] <= 1
+    # the merged model reloads through the one loader and answers like base + adapter
+    from peft import PeftModel
+
+    merged, processor, info = load_model(out / "merged", dtype="float32")
+    base, _, _ = load_model(SHIPPED / f"{family}-tiny", dtype="float32")
+    with_adapter = PeftModel.from_pretrained(base, out / "adapter").eval()
+    from safetyvlm.model.batch import encode_batch
+    from PIL import Image
+
+    batch = encode_batch(processor, [Image.new("RGB", (64, 48), (90, 120, 30))], ['{"tools": []}'])
+    with torch.no_grad():
+        a, b = merged(**batch).logits, with_adapter(**batch).logits
+    assert torch.allclose(a, b, atol=1e-3)
+
+
+def test_backends_this_machine_cannot_run_are_clear_errors(dataset_dir, tmp_path):
+    with pytest.raises(BackendUnavailableError, match="unsloth"):
+        finetune(str(SHIPPED / "qwen2_5_vl-tiny"), dataset_dir, "qwen2_5_vl", "language",
+                 small_cfg(backend="unsloth"), tmp_path / "a")
+    with pytest.raises(QuantizationUnavailableError):
+        finetune(str(SHIPPED / "qwen2_5_vl-tiny"), dataset_dir, "qwen2_5_vl", "language",
+                 small_cfg(load_in_4bit=True), tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_unknown_finetune_params_are_rejected():
+    with pytest.raises(ValueError, match="unknown keys"):
+        FinetuneConfig.from_dict({"stepz": 3})
+
+
+def test_predict_prints_a_report_per_image(tmp_path):
+    from PIL import Image
+
+    from safetyvlm.cli import main
+    from safetyvlm.data.render import RenderConfig, render_scene
+
+    image, _ = render_scene(5, RenderConfig())
+    path = tmp_path / "scene.png"
+    image.resize((448, 300)).save(path)
+    result = CliRunner().invoke(main, ["predict", str(path), "--model", str(SHIPPED / "mllama-tiny"),
+                                       "--max-new-tokens", "40", "--raw"])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert line["image"] == str(path) and "raw" in line
+    for tool in line["report"]["tools"]:  # boxes come back in the uploaded image's pixels
+        x1, y1, x2, y2 = tool["bbox_2d"]
+        assert 0 <= x1 < x2 <= 448 and 0 <= y1 < y2 <= 300
+
+
+def test_predict_rejects_a_file_that_is_not_an_image(tmp_path):
+    from safetyvlm.cli import main
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("hello")
+    result = CliRunner().invoke(main, ["predict", str(bad), "--model", str(SHIPPED / "mllama-tiny")])
+    assert result.exit_code != 0 and "not a readable image" in result.output
