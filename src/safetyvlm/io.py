@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_output_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temp dir beside `path`; on success it replaces `path` in one rename.
@@ -20,9 +26,7 @@ def atomic_output_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output should look like any other dir
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output should look like any other dir
     try:
         yield tmp
     except BaseException:
@@ -40,6 +44,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; give it the usual mode
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)

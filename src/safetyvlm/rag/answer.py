@@ -1,0 +1,52 @@
+"""Retrieval-augmented answering: detect, retrieve for what was detected, answer again with passages.
+
+1. first pass: `generate_reports` without passages, parsed with `parse_report` -> detected tool names;
+2. `retriever.retrieve(detected tools)` per image (general passages when nothing was detected);
+3. second pass: `generate_reports(..., passages=...)`; the one prompt builder places the passages in its
+   delimited block before the unchanged instruction (passages are data, never instructions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from safetyvlm.model.generate import generate_reports
+from safetyvlm.parse import parse_report
+from safetyvlm.rag.retrieve import RetrievedPassage
+
+
+@dataclass
+class RetrievalAnswer:
+    text: str                                   # the second-pass answer (raw model text)
+    passage_ids: list[str]                      # ids of the passages in its prompt, in prompt order
+    detected: list[str]                         # tools the first pass named (categories, deduplicated)
+    first_pass_text: str = ""
+    passages: list[RetrievedPassage] = field(default_factory=list)
+
+
+def detected_tools(text: str) -> list[str]:
+    """Category names in a first-pass answer, in order, without repeats."""
+    return list(dict.fromkeys(t.name for t in parse_report(text).report.tools))
+
+
+def answer_with_retrieval(model, processor, images, retriever, *, k: int | None = None, rerank=None,
+                          max_new_tokens: int = 512, batch_size: int = 8,
+                          first_pass_task: str = "report") -> list[RetrievalAnswer]:
+    """One `RetrievalAnswer` per image, in order (see the module docstring for the three steps)."""
+    images = list(images)
+    first = generate_reports(model, processor, images, max_new_tokens=max_new_tokens,
+                             batch_size=batch_size, task=first_pass_task)
+    detected = [detected_tools(t) for t in first]
+    cache: dict[tuple[str, ...], list[RetrievedPassage]] = {}
+    retrieved: list[list[RetrievedPassage]] = []
+    for tools in detected:
+        key = tuple(tools)
+        if key not in cache:
+            cache[key] = retriever.retrieve(tools, k=k, rerank=rerank)
+        retrieved.append(cache[key])
+    prompt_passages: Sequence = [[p.as_prompt_passage() for p in ps] for ps in retrieved]
+    second = generate_reports(model, processor, images, max_new_tokens=max_new_tokens,
+                              batch_size=batch_size, passages=prompt_passages)
+    return [RetrievalAnswer(text=t, passage_ids=[p.id for p in ps], detected=d, first_pass_text=f, passages=ps)
+            for t, ps, d, f in zip(second, retrieved, detected, first)]
