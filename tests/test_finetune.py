@@ -36,7 +36,10 @@ def small_cfg(**kw):
 )
 def test_lora_steps_lower_the_loss_and_save_adapter_and_merged_model(dataset_dir, tmp_path, family, strategy, towers):
     out = tmp_path / "ft"
+    before = sorted(p.relative_to(dataset_dir) for p in dataset_dir.rglob("*"))
     metrics = finetune(str(SHIPPED / f"{family}-tiny"), dataset_dir, family, strategy, small_cfg(), out)
+    # the dataset is another stage's DVC output: training must not write (cache files) into it
+    assert sorted(p.relative_to(dataset_dir) for p in dataset_dir.rglob("*")) == before
     log = json.loads((out / "train_log.json").read_text())
     assert len(log) == 6 and log[-1]["loss"] < log[0]["loss"]
     assert {t for t, n in metrics["lora_layers"].items() if n} == towers

@@ -75,7 +75,8 @@ def sft_dataset(split, processor, family: str, limit: int | None = None):
         target = target_text(report_of(row["instances"]), image.size, frame)
         return {"images": [image], "messages": build_messages() + [assistant_message(target)]}
 
-    return split.map(to_sample, remove_columns=split.column_names)
+    # keep_in_memory: a cache file would land inside data/dataset (a DVC output) and change its hash
+    return split.map(to_sample, remove_columns=split.column_names, keep_in_memory=True)
 
 
 class _ProgressLog:
