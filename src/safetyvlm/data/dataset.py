@@ -9,12 +9,13 @@ from __future__ import annotations
 import io
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from safetyvlm.config import from_section
 from safetyvlm.data.records import SPLITS, InvalidInput, SourceExample
 from safetyvlm.io import atomic_output_dir, atomic_write_json
 from safetyvlm.kb import load_kb
@@ -40,11 +41,7 @@ class DatasetParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetParams":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"dataset params: unknown keys {unknown}; known: {sorted(known)}")
-        params = cls(**d)
+        params = from_section(cls, d, "dataset params")
         bad_targets = {k: v for k, v in params.class_map.items() if v is not None and v not in CATEGORIES}
         if bad_targets:
             raise ValueError(f"dataset.class_map maps onto names that are not categories: {bad_targets}")

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from safetyvlm.config import from_section
 
 log = logging.getLogger("safetyvlm.finetune")
 
@@ -46,11 +48,7 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FinetuneConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"finetune: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return from_section(cls, d, "finetune")
 
 
 def report_of(instances: list[dict]):

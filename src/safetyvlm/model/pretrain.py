@@ -17,10 +17,12 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from safetyvlm.config import from_section
 
 log = logging.getLogger("safetyvlm.base")
 
@@ -63,11 +65,7 @@ class BaseTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "BaseTrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"base.train: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return from_section(cls, d, "base.train")
 
 
 def detection_text(instances: list[dict], image_size, frame) -> str:
