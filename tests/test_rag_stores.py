@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from json_http import JSONHandler
 from test_rag import embedder, faiss_index, small_kb  # noqa: F401  (session fixtures)
 
 from safetyvlm.rag.config import PgvectorConfig, PineconeConfig, RagConfig
@@ -109,7 +110,7 @@ class PineconeStandIn:
         self.requests: list[tuple[str, str, dict]] = []  # (route, api key header, body)
         stand_in = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JSONHandler):
             def log_message(self, *args):
                 pass
 
@@ -127,14 +128,6 @@ class PineconeStandIn:
                     self._send(200, route(body))
                 except ValueError as exc:
                     self._send(400, {"code": 3, "message": str(exc)})
-
-            def _send(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
