@@ -12,11 +12,17 @@ from safetyvlm.model.finetune import FinetuneConfig, finetune
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 family, strategy = sys.argv[1], sys.argv[2]
-params = yaml.safe_load(open("params.yaml"))["finetune"]
-cfg = FinetuneConfig.from_dict({k: v for k, v in params.items() if k not in ("families", "strategies")})
+all_params = yaml.safe_load(open("params.yaml"))
+cfg = FinetuneConfig.from_dict(all_params["finetune"])
+retriever = None
+if cfg.rag_fraction > 0:  # samples with retrieved passages need the rag-index stage's index
+    from safetyvlm.rag.config import RagConfig
+    from safetyvlm.rag.index import load_retriever
+
+    retriever = load_retriever("data/rag", RagConfig.from_dict(all_params["rag"]))
 name = f"{family}-{strategy}"
 metrics = finetune(base_model_path(f"models/base/{family}"), "data/dataset", family, strategy, cfg,
-                   f"models/finetune/{name}")
+                   f"models/finetune/{name}", retriever=retriever)
 atomic_write_json(f"metrics/finetune/{name}.json", metrics)
 atomic_write_json(f"metrics/finetune/{name}-loss.json", json.load(open(f"models/finetune/{name}/train_log.json")))
 print(json.dumps({k: metrics.get(k) for k in ("family", "strategy", "train_seconds", "final_loss")}))

@@ -145,6 +145,63 @@ def dataset_render_sample(path: str, split: str, count: int, columns: int, out: 
     click.echo(f"wrote {out} ({len(rows)} images from {split})")
 
 
+@main.command("eval")
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A model dir (merged finetune, final, or base).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--dataset", "dataset_dir", default=DEFAULT_DATASET, show_default=True, type=click.Path(file_okay=False))
+@click.option("--images", type=int, default=None, help="First N images of the split (default: eval.images in params.yaml).")
+@click.option("--retrieval/--no-retrieval", default=False, show_default=True,
+              help="Answer in two passes with passages from --rag.")
+@click.option("--rag", "rag_dir", default="data/rag", show_default=True, type=click.Path(file_okay=False))
+@click.option("--judge", type=click.Choice(["local", "openai"]), default=None, help="Default: eval.judge in params.yaml.")
+def eval_model(model_dir: str, split: str, dataset_dir: str, images: int | None, retrieval: bool, rag_dir: str,
+               judge: str | None) -> None:
+    """Evaluate one model on a split with the eval stage's metrics; prints them as JSON."""
+    from safetyvlm.data.dataset import load_dataset_dir
+    from safetyvlm.eval.hallucination import ClaimChecker
+    from safetyvlm.eval.report import metrics_document
+    from safetyvlm.eval.run import EvalConfig, evaluate_model, make_judge
+    from safetyvlm.kb import load_kb
+    from safetyvlm.model.loader import ModelLoadError, read_family
+
+    section = _section("eval")
+    if images is not None:
+        section["images"] = images
+    if judge is not None:
+        section["judge"] = judge
+    section["split"] = split
+    cfg = EvalConfig.from_dict(section)
+    dd = _load(dataset_dir, load_dataset_dir)
+    if split not in dd:
+        raise click.ClickException(f"no split {split!r} in {dataset_dir}; it has {', '.join(dd)}")
+    rows = dd[split].select(range(len(dd[split]) if cfg.images is None else min(cfg.images, len(dd[split]))))
+    retriever = None
+    if retrieval:
+        from safetyvlm.rag.config import RagConfig
+        from safetyvlm.rag.index import load_retriever
+
+        retriever = _load(rag_dir, lambda p: load_retriever(p, RagConfig.from_dict(_section("rag"))))
+    kb = load_kb()
+    claims = ClaimChecker(kb, threshold=cfg.claim_threshold)
+    try:
+        family = read_family(Path(model_dir))
+        metrics, _ = evaluate_model(model_dir, family, rows, cfg, retriever=retriever,
+                                    judge=make_judge(cfg, claims), claims=claims, kb=kb)
+    except ModelLoadError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(json.dumps(metrics_document({family: {"model": metrics}})[family]["model"], indent=2))
+
+
+def _section(name: str) -> dict:
+    try:
+        import yaml
+
+        return dict(yaml.safe_load(open("params.yaml")).get(name) or {})
+    except OSError:
+        return {}
+
+
 def _load(path: str, loader):
     try:
         return loader(path)

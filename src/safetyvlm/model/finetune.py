@@ -45,6 +45,14 @@ class FinetuneConfig:
     # towers alone cannot lift them in a few hundred steps (loss stayed > 7; measured). A hub
     # checkpoint already knows English: leave this off there.
     train_lm_head: bool = True
+    # Share of train samples whose prompt carries passages retrieved (rag-index) for the sample's own
+    # tools, with those passages' ids as the target's `sources`: the model learns to read and cite
+    # context, and still answers without it for the rest. 0 disables (no retriever is loaded).
+    rag_fraction: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.rag_fraction <= 1.0:
+            raise ValueError(f"finetune.rag_fraction must be within [0, 1], got {self.rag_fraction}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "FinetuneConfig":
@@ -59,22 +67,48 @@ def report_of(instances: list[dict]):
     )
 
 
-def sft_dataset(split, processor, family: str, limit: int | None = None):
-    """Dataset rows -> TRL `messages` samples: the one prompt, the target in the model's box frame."""
+def sft_dataset(split, processor, family: str, limit: int | None = None, *, retriever=None,
+                rag_fraction: float = 0.0, seed: int = 0):
+    """Dataset rows -> TRL `messages` samples: the one prompt, the target in the model's box frame.
+
+    With a `retriever`, a seeded `rag_fraction` of the rows get the passages it returns for the row's
+    ground-truth tools in their prompt (as at inference, where the first pass's tools drive retrieval),
+    and each tool's `sources` in the target are the ids of its own passages among them. `length` (the
+    prompt + target characters) lets the trainer batch long and short samples apart.
+    """
+    import random
+
     from safetyvlm.model.boxes import model_frame
-    from safetyvlm.model.prompts import assistant_message, build_messages, target_text
+    from safetyvlm.model.prompts import assistant_message, build_messages, prompt_text, target_text
 
     frame = model_frame(family, processor)
     if limit is not None:
         split = split.select(range(min(limit, len(split))))
+    rng = random.Random(seed)
+    use_rag = [retriever is not None and rng.random() < rag_fraction for _ in range(len(split))]
+    cache: dict[tuple[str, ...], list] = {}
 
-    def to_sample(row):
+    def passages_for(tools: list[str]):
+        key = tuple(dict.fromkeys(tools))
+        if key not in cache:
+            cache[key] = retriever.retrieve(list(key))
+        return cache[key]
+
+    def to_sample(row, idx):
         image = row["image"]
-        target = target_text(report_of(row["instances"]), image.size, frame)
-        return {"images": [image], "messages": build_messages() + [assistant_message(target)]}
+        report = report_of(row["instances"])
+        passages = None
+        if use_rag[idx]:
+            retrieved = passages_for([t.name for t in report.tools])
+            for tool in report.tools:
+                tool.sources = [p.id for p in retrieved if p.category == tool.name]
+            passages = [p.as_prompt_passage() for p in retrieved]
+        target = target_text(report, image.size, frame, with_sources=passages is not None)
+        return {"images": [image], "messages": build_messages(passages) + [assistant_message(target)],
+                "length": len(prompt_text(passages)) + len(target), "with_passages": passages is not None}
 
     # keep_in_memory: a cache file would land inside data/dataset (a DVC output) and change its hash
-    return split.map(to_sample, remove_columns=split.column_names, keep_in_memory=True)
+    return split.map(to_sample, with_indices=True, remove_columns=split.column_names, keep_in_memory=True)
 
 
 class _ProgressLog:
@@ -98,8 +132,11 @@ class _ProgressLog:
 
 
 def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str, cfg: FinetuneConfig,
-             out_dir: str | Path) -> dict:
-    """Train a LoRA adapter; save adapter, merged model + processor, training log and valid metrics."""
+             out_dir: str | Path, retriever=None) -> dict:
+    """Train a LoRA adapter; save adapter, merged model + processor, training log and valid metrics.
+
+    `retriever` (a `ToolRetriever`) is needed when `cfg.rag_fraction > 0`.
+    """
     import torch
     from peft import get_peft_model
     from trl import SFTConfig, SFTTrainer
@@ -121,7 +158,11 @@ def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str
     lora_layers = count_lora_layers(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dd = load_dataset_dir(dataset_dir)
-    train = sft_dataset(dd["train"], processor, family, cfg.train_images)
+    if cfg.rag_fraction > 0 and retriever is None:
+        raise ValueError("finetune.rag_fraction > 0 needs a retriever (build data/rag: dvc repro rag-index)")
+    train = sft_dataset(dd["train"], processor, family, cfg.train_images, retriever=retriever,
+                        rag_fraction=cfg.rag_fraction, seed=cfg.seed)
+    rag_samples = sum(train["with_passages"])
     with atomic_output_dir(out_dir) as tmp:
         args = SFTConfig(
             output_dir=str(tmp / "trainer"),
@@ -142,6 +183,11 @@ def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str
             gradient_checkpointing=cfg.gradient_checkpointing,
             dataloader_num_workers=0,
             disable_tqdm=True,
+            # passages make a prompt several times longer: batch similar lengths together so a short
+            # sample is not padded to a long one's length
+            train_sampling_strategy="group_by_length" if rag_samples else "random",
+            length_column_name="length",
+            remove_unused_columns=False,  # keep `length` for the sampler; the VLM collator ignores it
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=processor,
                              callbacks=[_ProgressLog.make(cfg.steps)])
@@ -169,6 +215,8 @@ def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str
             "trainable_parameters": trainable,
             "lora_layers": lora_layers,
             "steps": cfg.steps,
+            "rag_samples": rag_samples,
+            "train_samples": len(train),
             "train_seconds": round(train_seconds, 1),
             "final_loss": history[-1]["loss"] if history else None,
         }

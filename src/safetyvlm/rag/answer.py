@@ -32,11 +32,18 @@ def detected_tools(text: str) -> list[str]:
 
 def answer_with_retrieval(model, processor, images, retriever, *, k: int | None = None, rerank=None,
                           max_new_tokens: int = 512, batch_size: int = 8,
-                          first_pass_task: str = "report") -> list[RetrievalAnswer]:
-    """One `RetrievalAnswer` per image, in order (see the module docstring for the three steps)."""
+                          first_pass_task: str = "report", first_pass: Sequence[str] | None = None
+                          ) -> list[RetrievalAnswer]:
+    """One `RetrievalAnswer` per image, in order (see the module docstring for the three steps).
+
+    `first_pass`: the model's plain answers for these images when already generated (the same greedy
+    call would give the same texts), so the first pass is not run twice.
+    """
     images = list(images)
-    first = generate_reports(model, processor, images, max_new_tokens=max_new_tokens,
-                             batch_size=batch_size, task=first_pass_task)
+    if first_pass is not None and len(first_pass) != len(images):
+        raise ValueError(f"{len(first_pass)} first-pass answers for {len(images)} images")
+    first = list(first_pass) if first_pass is not None else generate_reports(
+        model, processor, images, max_new_tokens=max_new_tokens, batch_size=batch_size, task=first_pass_task)
     detected = [detected_tools(t) for t in first]
     cache: dict[tuple[str, ...], list[RetrievedPassage]] = {}
     retrieved: list[list[RetrievedPassage]] = []

@@ -1,0 +1,173 @@
+"""The eval stage: every condition (model × retrieval) of every family on one split, then the report.
+
+A condition is `{name, model, retrieval}`; `model` may hold `{family}` (params.yaml `eval.conditions`),
+so a user adds a row by adding an entry. Answers are generated in batches for the metrics; latency is
+timed separately, one image at a time (batch 1, as a user's request), on the first `latency_images`.
+A retrieval condition answers in two passes (`answer_with_retrieval`); its first pass is the same
+greedy answer as the plain condition of the same model, so that answer is reused when present.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from safetyvlm.config import from_section
+
+log = logging.getLogger("safetyvlm.eval")
+
+
+def _default_conditions() -> list[dict]:
+    return [
+        {"name": "zero-shot", "model": "models/base/{family}", "retrieval": False},
+        {"name": "ft vision", "model": "models/finetune/{family}-vision/merged", "retrieval": False},
+        {"name": "ft language", "model": "models/finetune/{family}-language/merged", "retrieval": False},
+        {"name": "ft vision+language", "model": "models/finetune/{family}-vision_language/merged",
+         "retrieval": False},
+        {"name": "ft vision+language + RAG", "model": "models/finetune/{family}-vision_language/merged",
+         "retrieval": True},
+        {"name": "preference-trained", "model": "models/final/{family}/merged", "retrieval": False},
+    ]
+
+
+@dataclass
+class Condition:
+    name: str
+    model: str
+    retrieval: bool = False
+
+    def model_dir(self, family: str) -> str:
+        from safetyvlm.model.base import base_model_path
+
+        path = self.model.format(family=family)
+        # a base dir may only record a checkpoint stored elsewhere (a hub id or a local path)
+        return base_model_path(path) if Path(path, "base_record.json").exists() else path
+
+
+@dataclass
+class EvalConfig:
+    families: list[str] = field(default_factory=lambda: ["qwen2_5_vl", "mllama"])
+    split: str = "test"
+    images: int | None = 100          # None: the whole split
+    batch_size: int = 25
+    max_new_tokens: int = 400
+    latency_images: int = 8
+    iou_threshold: float = 0.5
+    claim_threshold: float = 0.55     # MiniLM cosine for a claim to count as supported (hallucination.py)
+    judge: str = "local"              # local | openai
+    openai: dict = field(default_factory=lambda: {"model": "gpt-4o-mini", "base_url": None,
+                                                   "api_key_env": "OPENAI_API_KEY", "cache_dir": None})
+    conditions: list[dict] = field(default_factory=_default_conditions)
+
+    def __post_init__(self):
+        if self.judge not in ("local", "openai"):
+            raise ValueError(f"eval.judge must be local or openai, got {self.judge!r}")
+        self.conditions = [c if isinstance(c, Condition) else from_section(Condition, c, "eval.conditions[]")
+                           for c in self.conditions]
+        names = [c.name for c in self.conditions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"eval.conditions: duplicate names in {names}")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "EvalConfig":
+        return from_section(cls, dict(d or {}), "eval")
+
+
+def make_judge(cfg: EvalConfig, claims):
+    from safetyvlm.eval.judge import LocalJudge, OpenAIJudge
+
+    if cfg.judge == "openai":
+        return OpenAIJudge(**{k: v for k, v in cfg.openai.items() if v is not None or k == "base_url"})
+    return LocalJudge(claims=claims)
+
+
+def timed_answers(model, processor, images, *, retriever=None, max_new_tokens: int = 400) -> list[float]:
+    """Seconds per image, one image per call (with retrieval: both passes and the retrieval)."""
+    from safetyvlm.model.generate import generate_reports
+    from safetyvlm.rag.answer import answer_with_retrieval
+
+    out = []
+    for image in images:
+        start = time.perf_counter()
+        if retriever is not None:
+            answer_with_retrieval(model, processor, [image], retriever, max_new_tokens=max_new_tokens, batch_size=1)
+        else:
+            generate_reports(model, processor, [image], max_new_tokens=max_new_tokens, batch_size=1)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def evaluate_model(model_dir: str, family: str, rows, cfg: EvalConfig, *, retriever=None, judge=None,
+                   claims=None, kb=None, first_pass: Sequence[str] | None = None) -> tuple[dict, list[str]]:
+    """(metrics, plain answers) of one model on `rows`, with retrieval when `retriever` is given.
+
+    The plain answers are the first pass with retrieval, or the answers themselves without it.
+    """
+    from safetyvlm.eval.evaluate import evaluate_answers
+    from safetyvlm.model.boxes import from_model_frame, model_frame
+    from safetyvlm.model.generate import generate_reports
+    from safetyvlm.model.loader import load_model
+    from safetyvlm.rag.answer import answer_with_retrieval
+
+    model, processor, _ = load_model(model_dir, family=family, dtype="float32")
+    frame = model_frame(family, processor)
+    images = [r["image"] for r in rows]
+    start = time.perf_counter()
+    if retriever is not None:
+        answers = answer_with_retrieval(model, processor, images, retriever, max_new_tokens=cfg.max_new_tokens,
+                                        batch_size=cfg.batch_size, first_pass=first_pass)
+        texts, plain = [a.text for a in answers], [a.first_pass_text for a in answers]
+    else:
+        texts = generate_reports(model, processor, images, max_new_tokens=cfg.max_new_tokens,
+                                 batch_size=cfg.batch_size)
+        plain = texts
+    batch_seconds = time.perf_counter() - start
+    latencies = timed_answers(model, processor, images[: cfg.latency_images], retriever=retriever,
+                              max_new_tokens=cfg.max_new_tokens)
+    sizes = [tuple(im.size) for im in images]
+    metrics = evaluate_answers(
+        texts, [r["instances"] for r in rows], sizes, lambda box, size: from_model_frame(box, size, frame),
+        frame_sizes=[frame.extent(s) for s in sizes], judge=judge, claims=claims, kb=kb,
+        latencies=latencies, iou_threshold=cfg.iou_threshold)
+    metrics["batch_seconds_per_image"] = batch_seconds / max(1, len(images))
+    metrics["model"] = str(model_dir)
+    metrics["retrieval"] = retriever is not None
+    metrics["example_answer"] = texts[0][:400] if texts else ""
+    return metrics, plain
+
+
+def run_eval(cfg: EvalConfig, dataset_dir: str | Path = "data/dataset", rag_dir: str | Path = "data/rag",
+             rag_cfg=None) -> dict:
+    """`{family: {condition: metrics}}` for every family and condition of `cfg`."""
+    from safetyvlm.data.dataset import load_dataset_dir
+    from safetyvlm.eval.hallucination import ClaimChecker
+    from safetyvlm.kb import load_kb
+    from safetyvlm.rag.index import load_retriever
+
+    split = load_dataset_dir(dataset_dir)[cfg.split]
+    rows = split.select(range(len(split) if cfg.images is None else min(cfg.images, len(split))))
+    kb = load_kb()
+    claims = ClaimChecker(kb, threshold=cfg.claim_threshold)
+    judge = make_judge(cfg, claims)
+    retriever = None
+    if any(c.retrieval for c in cfg.conditions):
+        retriever = load_retriever(rag_dir, rag_cfg)
+    results: dict[str, dict] = {}
+    for family in cfg.families:
+        results[family] = {}
+        plain_answers: dict[str, list[str]] = {}
+        for cond in cfg.conditions:
+            model_dir = cond.model_dir(family)
+            log.info("%s / %s: %s%s on %d %s images", family, cond.name, model_dir,
+                     " + retrieval" if cond.retrieval else "", len(rows), cfg.split)
+            metrics, plain = evaluate_model(
+                model_dir, family, rows, cfg, retriever=retriever if cond.retrieval else None, judge=judge,
+                claims=claims, kb=kb, first_pass=plain_answers.get(model_dir) if cond.retrieval else None)
+            plain_answers.setdefault(model_dir, plain)
+            results[family][cond.name] = metrics
+            log.info("%s / %s: F1 %.3f, JSON valid %.3f, overall %.2f", family, cond.name, metrics["f1"],
+                     metrics["json_valid"], metrics["overall"] or 0.0)
+    return results

@@ -1,0 +1,28 @@
+"""grpo stage: preference training (grpo.method: dpo on data/pairs | grpo with verifiable rewards) on
+the fine-tuned model -> models/final/<family>/ (merged/ is the model to evaluate and package)."""
+
+import json
+import logging
+import sys
+
+import yaml
+from datasets import load_from_disk
+
+from safetyvlm.data.dataset import load_dataset_dir
+from safetyvlm.io import atomic_write_json
+from safetyvlm.prefs.config import PrefsConfig
+from safetyvlm.prefs.train import train_preferences
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+family = sys.argv[1]
+params = yaml.safe_load(open("params.yaml"))
+cfg = PrefsConfig.from_dict(params["grpo"])
+ft = params["finetune"]
+metrics = train_preferences(
+    f"models/finetune/{family}-{cfg.strategy}/merged", family, cfg, f"models/final/{family}",
+    pairs=load_from_disk(f"data/pairs/{family}") if cfg.method == "dpo" else None,
+    train_split=load_dataset_dir("data/dataset")["train"] if cfg.method == "grpo" else None,
+    backend=ft.get("backend", "auto"), load_in_4bit=ft.get("load_in_4bit", False))
+atomic_write_json(f"metrics/grpo/{family}.json", metrics)
+atomic_write_json(f"metrics/grpo/{family}-log.json", json.load(open(f"models/final/{family}/train_log.json")))
+print(json.dumps({k: metrics[k] for k in ("family", "method", "train_seconds", "first", "last")}))

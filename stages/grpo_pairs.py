@@ -1,0 +1,28 @@
+"""grpo-pairs stage: the fine-tuned model (grpo.strategy) answers train images with and without
+retrieval -> data/pairs/<family>/ (a datasets dataset in TRL's VLM DPO format) + metrics/pairs/<family>.json."""
+
+import logging
+import sys
+
+import yaml
+
+from safetyvlm.data.dataset import load_dataset_dir
+from safetyvlm.io import atomic_output_dir, atomic_write_json
+from safetyvlm.model.loader import load_model
+from safetyvlm.prefs.config import PrefsConfig
+from safetyvlm.prefs.pairs import build_pairs
+from safetyvlm.rag.config import RagConfig
+from safetyvlm.rag.index import load_retriever
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+family = sys.argv[1]
+params = yaml.safe_load(open("params.yaml"))
+cfg = PrefsConfig.from_dict(params["grpo"])
+model, processor, _ = load_model(f"models/finetune/{family}-{cfg.strategy}/merged", family=family, dtype="float32")
+retriever = load_retriever("data/rag", RagConfig.from_dict(params["rag"]))
+pairs, metrics = build_pairs(model, processor, family, load_dataset_dir("data/dataset")["train"], retriever, cfg.pairs)
+with atomic_output_dir(f"data/pairs/{family}") as tmp:
+    pairs.save_to_disk(str(tmp))
+atomic_write_json(f"metrics/pairs/{family}.json", metrics)
+print(f"{family}: kept {metrics['kept']} of {metrics['images']} pairs; chosen mean "
+      f"{metrics['chosen_total'].get('mean', 0):.3f} vs rejected {metrics['rejected_total'].get('mean', 0):.3f}")

@@ -1,0 +1,94 @@
+"""The eval stage's runner and `safetyvlm eval` on the shipped tiny models and a few rendered images."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from test_rag import embedder, faiss_index, small_kb  # noqa: F401  (session fixtures)
+
+from safetyvlm.cli import main
+from safetyvlm.data.dataset import DatasetParams, build_dataset
+from safetyvlm.eval import run as run_mod
+from safetyvlm.eval.report import write_report
+from safetyvlm.eval.run import Condition, EvalConfig, run_eval
+from safetyvlm.rag.config import RagConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "models" / "shipped"
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("evalrun") / "dataset"
+    build_dataset(DatasetParams.from_dict({"sizes": {"train": 2, "valid": 2, "test": 3}, "seed": 11}), out)
+    return out
+
+
+def test_config_from_params_and_its_errors():
+    cfg = EvalConfig.from_dict(yaml.safe_load((ROOT / "params.yaml").read_text())["eval"])
+    assert cfg.split == "test" and {c.name for c in cfg.conditions} >= {"zero-shot", "preference-trained"}
+    assert any(c.retrieval for c in cfg.conditions)
+    assert cfg.conditions[0].model.format(family="mllama") == "models/base/mllama"
+    with pytest.raises(ValueError, match="duplicate"):
+        EvalConfig.from_dict({"conditions": [{"name": "a", "model": "x"}, {"name": "a", "model": "y"}]})
+    with pytest.raises(ValueError, match="unknown keys"):
+        EvalConfig.from_dict({"conditions": [{"name": "a", "model": "x", "rag": True}]})
+    with pytest.raises(ValueError, match="judge"):
+        EvalConfig.from_dict({"judge": "gpt"})
+
+
+def test_a_base_dir_that_records_a_checkpoint_resolves_to_it(tmp_path):
+    (tmp_path / "base" / "qwen2_5_vl").mkdir(parents=True)
+    (tmp_path / "base" / "qwen2_5_vl" / "base_record.json").write_text(json.dumps({"path": "/models/real-7b"}))
+    cond = Condition(name="zero-shot", model=str(tmp_path / "base" / "{family}"))
+    assert cond.model_dir("qwen2_5_vl") == "/models/real-7b"
+
+
+@pytest.mark.slow
+def test_every_condition_is_scored_and_retrieval_reuses_the_plain_first_pass(dataset_dir, faiss_index,  # noqa: F811
+                                                                           embedder, monkeypatch, tmp_path):  # noqa: F811
+    from safetyvlm.rag import index as index_mod
+
+    model = str(SHIPPED / "{family}-tiny")
+    cfg = EvalConfig.from_dict({"families": ["qwen2_5_vl"], "images": 2, "max_new_tokens": 24, "latency_images": 1,
+                                "conditions": [{"name": "plain", "model": model},
+                                               {"name": "plain + RAG", "model": model, "retrieval": True}]})
+    calls = []
+    real = run_mod.evaluate_model
+
+    def spy(*args, **kw):
+        calls.append(kw.get("first_pass"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(run_mod, "evaluate_model", spy)
+    real_load = index_mod.load_retriever
+    monkeypatch.setattr(index_mod, "load_retriever", lambda d, c=None: real_load(d, c, embeddings=embedder))
+    results = run_eval(cfg, dataset_dir, faiss_index[0], RagConfig())
+    assert calls[0] is None and len(calls[1]) == 2  # the RAG row got the plain row's two answers
+    rows = results["qwen2_5_vl"]
+    assert set(rows) == {"plain", "plain + RAG"}
+    for name, m in rows.items():
+        assert m["n_images"] == 2 and m["retrieval"] == name.endswith("RAG")
+        assert m["latency"]["n"] == 1 and m["latency_p50"] > 0
+        assert 0 <= m["json_valid"] <= 1 and 0 <= m["overall"] <= 10
+    paths = write_report(results, tmp_path / "eval.json", tmp_path / "results.md", tmp_path / "plots")
+    doc = json.loads(Path(paths["metrics"]).read_text())
+    assert set(doc["qwen2_5_vl"]) == {"plain", "plain + RAG"} and "answers" not in doc["qwen2_5_vl"]["plain"]
+    table = Path(paths["table"]).read_text().splitlines()
+    assert table[0].startswith("| Model family | Condition | Precision | Recall | F1 | IoU | Instruction Accuracy | Overall")
+    assert len(table) == 4
+
+
+@pytest.mark.slow
+def test_cli_eval_prints_the_metrics_of_one_model(dataset_dir):
+    res = CliRunner().invoke(main, ["eval", "--model", str(SHIPPED / "mllama-tiny"), "--dataset", str(dataset_dir),
+                                    "--images", "2", "--split", "test"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout)
+    assert m["n_images"] == 2 and m["retrieval"] is False and "answers" not in m
+    assert {"precision", "recall", "f1", "map", "claim_hallucination", "latency_p50"} <= set(m)
+    bad = CliRunner().invoke(main, ["eval", "--model", str(SHIPPED / "mllama-tiny"), "--dataset", str(dataset_dir),
+                                    "--split", "holdout"])
+    assert bad.exit_code != 0 and "no split 'holdout'" in bad.output
