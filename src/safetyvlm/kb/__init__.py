@@ -481,3 +481,16 @@ def load_kb(
         Path(corpus_path) if corpus_path is not None else DEFAULT_CORPUS_PATH,
         strict,
     )
+
+
+def ground_report(report, kb: KnowledgeBase | None = None):
+    """A copy of `report` (a `schema.SafetyReport`) whose safety fields are the knowledge-base entry of
+    each tool's name, selected by that name (an id), never taken from the model's text: a model misled
+    by text in the image, or by a planted passage, can then mislabel a tool but never invent advice.
+    `sources` become the ids of the tool's corpus passages."""
+    kb = kb or load_kb()
+    tools = []
+    for tool in report.tools:
+        fields = kb.safety_fields(tool.name)
+        tools.append(tool.model_copy(update={**fields, "sources": [p.id for p in kb.passages_for(tool.name)]}))
+    return report.model_copy(update={"tools": tools})
