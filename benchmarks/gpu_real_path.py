@@ -267,7 +267,7 @@ class Bench:
         return {"census_gib": census, "load": {k: info[k] for k in ("load_seconds", "parameters") if k in info},
                 **mem_peak(self.device)}
 
-    def train(self, strategy, quant, ckpt, backend, bs, head=True, steps=None):
+    def train(self, strategy, quant, ckpt, backend, bs, head=True, steps=None, liger=False, prof=False):
         import torch
         from peft import get_peft_model
         from transformers import TrainerCallback
@@ -305,16 +305,29 @@ class Bench:
             mem_reset(self.device)
             times, tokens, padded = [], [], []
 
+            profile = {}
+            warmup = self.args.warmup
+
             class Timer(TrainerCallback):
                 def on_step_begin(self_, args, state, control, **kw):
                     sync(self.device)
+                    self_.prof = None
+                    if prof and len(times) == warmup:
+                        self_.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]
+                                                            + ([torch.profiler.ProfilerActivity.CUDA]
+                                                               if self.cuda else []))
+                        self_.prof.__enter__()
                     self_.t = time.perf_counter()
 
                 def on_step_end(self_, args, state, control, **kw):
                     sync(self.device)
                     times.append(time.perf_counter() - self_.t)
+                    if self_.prof is not None:
+                        self_.prof.__exit__(None, None, None)
+                        profile.update(profile_summary(self_.prof, times[-1]))
 
-            args = SFTConfig(
+            extra_args = {"use_liger_kernel": True} if liger else {}
+            args = SFTConfig(**extra_args,
                 output_dir=str(self.out / "trainer"), max_steps=cfg.steps,
                 per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
                 learning_rate=cfg.lr, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
@@ -355,6 +368,10 @@ class Bench:
                 "loss_first_last": [losses[0], losses[-1]] if losses else None,
                 "load_seconds": info.get("load_seconds"), "after_load_gib": info.get("alloc_now_gib"), **peak,
             }
+            if liger:
+                res["liger"] = True
+            if profile:
+                res["profile"] = profile
             if hooks:
                 res["activation_gib_by_module"] = {k: v for k, v in hooks[1].items() if not k.endswith("_in")}
             if self.matmul_tflops:
@@ -520,12 +537,34 @@ class Bench:
         if kind == "train":
             _, strategy, quant, ck, backend, bs, *rest = parts
             return self.record(name, lambda: self.train(strategy, quant, ck == "ckpt1", backend, int(bs[2:]),
-                                                        head="nohead" not in rest))
+                                                        head="nohead" not in rest, liger="liger" in rest,
+                                                        prof="prof" in rest))
         if kind == "gen":
             return self.record(name, lambda: self.gen(parts[1], parts[2], int(parts[3][1:])))
         if kind in ("dpo", "grpo"):
             return self.record(name, lambda: self.prefs(kind, parts[1]))
         raise ValueError(f"unknown config {name!r}")
+
+
+def profile_summary(prof, step_seconds: float) -> dict:
+    """One profiled step: GPU kernel time vs wall time (how busy the card was), kernel count, and the
+    kernels that took the most time grouped into matmul / attention / elementwise+other."""
+    events = [e for e in prof.key_averages() if getattr(e, "device_type", None) is not None
+              and str(e.device_type).endswith("CUDA") and e.self_device_time_total > 0]
+    total_us = sum(e.self_device_time_total for e in events)
+    launches = sum(e.count for e in events)
+    groups = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
+    for e in events:
+        n = e.key.lower()
+        g = ("matmul" if any(k in n for k in ("gemm", "cutlass", "sm90_xmma", "nvjet", "cublas", "matmul"))
+             else "attention" if any(k in n for k in ("flash", "fmha", "attention", "sdpa")) else "other")
+        groups[g] += e.self_device_time_total
+    top = sorted(events, key=lambda e: -e.self_device_time_total)[:15]
+    return {"step_seconds": round(step_seconds, 3), "gpu_kernel_seconds": round(total_us / 1e6, 3),
+            "gpu_busy": round(total_us / 1e6 / step_seconds, 3), "kernels": launches,
+            "seconds_by_group": {k: round(v / 1e6, 3) for k, v in groups.items()},
+            "top": [{"name": e.key[:90], "ms": round(e.self_device_time_total / 1e3, 1), "count": e.count}
+                    for e in top]}
 
 
 def main(argv=None):

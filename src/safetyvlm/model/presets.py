@@ -276,7 +276,8 @@ def build_preset(family: str, preset: str | Preset = "tiny", extra_texts: Iterab
 # of the real size (GPU benchmarks: speed and memory do not depend on the weights' values). The
 # tokenizer stays the project's offline BPE; the embedding tables keep the real vocabulary size (the real
 # checkpoints also have more embedding rows than tokens). `Qwen2_5_VLConfig()` defaults are NOT the 7B
-# (its text defaults are the 72B tower); `MllamaConfig()` defaults are the 11B-Vision layout.
+# (its text defaults are the 72B tower); `MllamaConfig()` defaults are the 11B-Vision layout except the
+# vision tile size (448 by default, 560 in the release: 10.67B parameters instead of 10.64B).
 
 FULL_FILE = "safetyvlm_full.json"
 FULL_MODELS = {"qwen2_5_vl": "Qwen2.5-VL-7B-Instruct", "mllama": "Llama-3.2-11B-Vision"}
@@ -322,8 +323,10 @@ def full_config_and_processor(family: str, tok=None):
     ids = {t: tok.convert_tokens_to_ids(t) for t in family_tokens(family).specials}
     eos = [ids["<|eot_id|>"], ids["<|end_of_text|>"]]
     pad = ids["<|finetune_right_pad_id|>"]
+    # MllamaVisionConfig() defaults to 448-px tiles; the released checkpoint (and its processor) use 560
     config = MllamaConfig(text_config=dict(bos_token_id=ids["<|begin_of_text|>"], eos_token_id=eos,
                                            pad_token_id=pad, tie_word_embeddings=False),
+                          vision_config=dict(image_size=560),
                           image_token_index=ids["<|image|>"], tie_word_embeddings=False)
     ip = MllamaImageProcessorPil(size={"height": 560, "width": 560}, max_image_tiles=4)
     proc = MllamaProcessor(image_processor=ip, tokenizer=tok, chat_template=tok.chat_template)
