@@ -267,7 +267,8 @@ class Bench:
         return {"census_gib": census, "load": {k: info[k] for k in ("load_seconds", "parameters") if k in info},
                 **mem_peak(self.device)}
 
-    def train(self, strategy, quant, ckpt, backend, bs, head=True, steps=None, liger=False, prof=False):
+    def train(self, strategy, quant, ckpt, backend, bs, head=True, steps=None, liger=False, prof=False,
+              vckpt=False):
         import torch
         from peft import get_peft_model
         from transformers import TrainerCallback
@@ -294,6 +295,12 @@ class Bench:
             model = get_peft_model(model, make_lora_config(self.family, strategy, cfg.r, cfg.alpha, cfg.dropout,
                                                            **extra))
         peft_model = model
+        vision_ckpt_layers = 0
+        if vckpt:
+            from safetyvlm.model.memory import checkpoint_mllama_vision
+
+            vision_ckpt_layers = checkpoint_mllama_vision(model)
+            self._dirty = True  # the wrapped forwards stay on the base: reload it for the next config
         try:
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             total = sum(p.numel() for p in model.parameters())
@@ -370,6 +377,8 @@ class Bench:
             }
             if liger:
                 res["liger"] = True
+            if vckpt:
+                res["vision_ckpt_layers"] = vision_ckpt_layers
             if profile:
                 res["profile"] = profile
             if hooks:
@@ -416,7 +425,8 @@ class Bench:
 
     def _strip(self, model, backend):
         """Back to the plain base model for the next configuration (or drop it)."""
-        if backend != "hf" or self.args.reload:
+        if backend != "hf" or self.args.reload or getattr(self, "_dirty", False):
+            self._dirty = False
             self.unload()
             return
         try:
@@ -475,7 +485,7 @@ class Bench:
                 "tokens_per_s": round(b * new / secs, 1), "runs": [round(r, 2) for r in runs],
                 **mem_peak(self.device)}
 
-    def prefs(self, method, quant):
+    def prefs(self, method, quant, bs=None):
         from transformers import TrainerCallback
 
         from safetyvlm.model.lora import make_lora_config
@@ -485,7 +495,7 @@ class Bench:
         model, processor, info = self.model(quant)
         steps = self.args.pref_steps
         cfg = PrefsConfig(method=method, strategy="vision_language", r=16, alpha=32, log_every=1,
-                          dpo=DPOParams(steps=steps, batch_size=4, lr=5e-5),
+                          dpo=DPOParams(steps=steps, batch_size=bs or 4, lr=5e-5),
                           grpo=GRPOParams(steps=steps, batch_size=8, num_generations=4,
                                           max_completion_length=self.args.grpo_len, prompts=16))
         peft_config = make_lora_config(self.family, cfg.strategy, cfg.r, cfg.alpha, 0.0)
@@ -519,7 +529,7 @@ class Bench:
             measured = times[1:] or times
             return {"method": method, "quant": quant, "steps": len(times), "s_per_step": round(statistics.median(measured), 3),
                     "step_times": [round(t, 2) for t in times], "trainable_parameters": trainable,
-                    "batch": 4 if method == "dpo" else 8,
+                    "batch": (bs or 4) if method == "dpo" else 8,
                     "completion_length": self.args.grpo_len if method == "grpo" else None,
                     "history": hist[-3:], **mem_peak(self.device)}
         finally:
@@ -538,11 +548,12 @@ class Bench:
             _, strategy, quant, ck, backend, bs, *rest = parts
             return self.record(name, lambda: self.train(strategy, quant, ck == "ckpt1", backend, int(bs[2:]),
                                                         head="nohead" not in rest, liger="liger" in rest,
-                                                        prof="prof" in rest))
+                                                        prof="prof" in rest, vckpt="vckpt" in rest))
         if kind == "gen":
             return self.record(name, lambda: self.gen(parts[1], parts[2], int(parts[3][1:])))
         if kind in ("dpo", "grpo"):
-            return self.record(name, lambda: self.prefs(kind, parts[1]))
+            bs = int(parts[2][2:]) if len(parts) > 2 else None
+            return self.record(name, lambda: self.prefs(kind, parts[1], bs))
         raise ValueError(f"unknown config {name!r}")
 
 
