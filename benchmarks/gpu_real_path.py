@@ -12,9 +12,13 @@ time cap; results are written to `OUT/<family>-<tag>.json` after every configura
 
 Configuration names (comma-separated, run in order):
   matmul                                   the card's bf16 matmul rate (8192^3, median of 20)
-  train:STRATEGY:bf16|4bit:ckpt0|ckpt1:hf|unsloth:bsN[:nohead]   SFT steps with finetune()'s settings
+  train:STRATEGY:bf16|4bit:ckpt0|ckpt1:hf|unsloth:bsN[:nohead][:vckpt][:prof][:liger]
+                                           SFT steps with finetune()'s settings; nohead: lm_head not
+                                           trained; vckpt: Mllama vision layers checkpointed
+                                           (model/memory.py); prof: one step under torch.profiler;
+                                           liger: SFTConfig(use_liger_kernel=True)
   gen:bf16|4bit:dynamic|static:bN          greedy generation, 128 new tokens forced
-  dpo:bf16|4bit / grpo:bf16|4bit           steps of prefs.train's DPO / GRPO trainers (LoRA v+l)
+  dpo:bf16|4bit[:bsN] / grpo:bf16|4bit     steps of prefs.train's DPO / GRPO trainers (LoRA v+l)
   census:bf16|4bit                         parameter bytes per module group and dtype after loading
 MFU = model FLOPs per token (4 x frozen params + 6 x trainable params: forward + input gradients, and
 weight gradients only where trained; recomputation of checkpointing not counted) x real tokens per
