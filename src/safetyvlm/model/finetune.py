@@ -166,6 +166,11 @@ def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str
     log.info("base %s: backend %s (%s)", base_path, info["backend"], info["backend_reason"])
     extra = {"modules_to_save": ["lm_head"]} if cfg.train_lm_head else {}
     model = get_peft_model(model, make_lora_config(family, strategy, cfg.r, cfg.alpha, cfg.dropout, **extra))
+    if family == "mllama" and cfg.gradient_checkpointing:
+        from safetyvlm.model.memory import checkpoint_mllama_vision
+
+        # transformers' checkpointing skips Mllama's 40 vision layers: 11B QLoRA 74.8 -> 20.5 GiB (memory.py)
+        checkpoint_mllama_vision(model)
     lora_layers = count_lora_layers(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dd = load_dataset_dir(dataset_dir)
