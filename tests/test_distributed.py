@@ -36,6 +36,7 @@ def dataset_dir(tmp_path_factory):
 
 
 def _finetune(cfg: dict, dataset_dir, out: Path, processes: int = 1) -> list[float]:
+    out.parent.mkdir(parents=True, exist_ok=True)
     script = out.parent / "run_finetune.py"
     script.write_text(RUN)
     args = [json.dumps(cfg), str(SHIPPED / "qwen2_5_vl-tiny"), str(dataset_dir), str(out)]
