@@ -16,8 +16,11 @@ import json
 import logging
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
+from safetyvlm.config import from_section
+from safetyvlm.io import atomic_write_json
 from safetyvlm.kb import DEFAULT_CORPUS_PATH, DEFAULT_TOOLS_PATH
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,17 @@ def _copy_model(src: Path, dst: Path) -> list[str]:
     return sorted(copied)
 
 
+def _plain(value):
+    """BentoML metadata takes basic types only, and no None: drop None entries, stringify odd leaves."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value if v is not None]
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
 def package_model(model_dir: str | Path, family: str | None = None, rag_dir: str | Path | None = None,
                   params: dict | None = None, metrics: dict | None = None, name: str = "safetyvlm",
                   labels: dict | None = None, repo_dir: str | Path = ".") -> str:
@@ -75,7 +89,7 @@ def package_model(model_dir: str | Path, family: str | None = None, rag_dir: str
                              f"index can be packaged with the model")
     metadata = {
         "family": family,
-        "git_revision": git_revision(repo_dir),
+        "git_revision": git_revision(repo_dir) or "unknown",
         "params": params or {},
         "metrics": metrics or {},
         "source_model_dir": str(model_dir),
@@ -83,7 +97,7 @@ def package_model(model_dir: str | Path, family: str | None = None, rag_dir: str
             k: rag_manifest.get(k) for k in ("vector_store", "embedding", "chunking", "corpus_sha256",
                                              "chunks", "passages")},
     }
-    with bentoml.models.create(name, labels=labels or {"family": family}, metadata=metadata,
+    with bentoml.models.create(name, labels=labels or {"family": family}, metadata=_plain(metadata),
                                module="safetyvlm.serve") as m:
         root = Path(m.path)
         files = _copy_model(model_dir, root / MODEL_SUBDIR)
@@ -118,3 +132,38 @@ def resolve_model(ref: str) -> tuple[Path, Path | None, dict]:
     root = Path(m.path)
     rag = root / RAG_SUBDIR
     return root / MODEL_SUBDIR, (rag if rag.is_dir() else None), {"tag": str(m.tag), **dict(m.info.metadata)}
+
+
+@dataclass
+class PackageConfig:
+    family: str = "qwen2_5_vl"
+    model_dir: str = "models/final/{family}/merged"   # `{family}` is filled in
+    include_rag: bool = True
+    rag_dir: str = "data/rag"
+    name: str = "safetyvlm"
+    metrics: str = "metrics/eval.json"                 # stored as metadata when present
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> PackageConfig:
+        return from_section(cls, d or {}, "package")
+
+
+def run_package(cfg: PackageConfig, params: dict | None = None, record_path: str | Path = "models/package/record.json",
+                repo_dir: str | Path = ".") -> dict:
+    """The package stage: store the final model and write a small record (tag, hashes) atomically."""
+    model_dir = Path(cfg.model_dir.format(family=cfg.family))
+    metrics_path = Path(cfg.metrics)
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    tag = package_model(model_dir, cfg.family, cfg.rag_dir if cfg.include_rag else None, params=params or {},
+                        metrics=metrics, name=cfg.name, repo_dir=repo_dir)
+    import bentoml
+
+    m = bentoml.models.get(tag)
+    record = {"tag": tag, "family": cfg.family, "model_dir": str(model_dir),
+              "rag_dir": cfg.rag_dir if cfg.include_rag else None,
+              "git_revision": m.info.metadata.get("git_revision"),
+              "metrics_file": str(metrics_path) if metrics else None,
+              "store_path": str(m.path),
+              "files": sorted(str(p.relative_to(m.path)) for p in Path(m.path).rglob("*") if p.is_file())}
+    atomic_write_json(record_path, record)
+    return record
