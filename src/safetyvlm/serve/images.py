@@ -54,8 +54,9 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
     except UnidentifiedImageError:
         raise BadInput(400, "the body is not an image PIL can identify (expected PNG, JPEG, WEBP, ...)",
                        "not_an_image") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadInput(413, f"the image has more pixels than the limit ({max_pixels})", "too_many_pixels") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # PIL's own guard (Image.MAX_IMAGE_PIXELS) can fire inside open(), before our check
+        raise BadInput(413, f"the image has more pixels than allowed ({e})", "too_many_pixels") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         # truncated data ("image file is truncated"), broken chunks, bad headers
         raise BadInput(400, f"the image could not be decoded ({type(e).__name__}: {e}); it may be truncated "
