@@ -31,7 +31,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
     if not data:
         raise BadInput(400, "the image is empty (0 bytes)", "empty")
     if len(data) > max_bytes:
-        raise BadInput(413, f"the image is {len(data)} bytes; the limit is {max_bytes}", "too_large")
+        raise BadInput(413, f"the image is {len(data)} bytes; the limit is {max_bytes}", "body_too_large")
     try:
         with warnings.catch_warnings():
             # PIL only *warns* between MAX_IMAGE_PIXELS and twice that; make every bomb an error
