@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -163,7 +164,9 @@ def run_package(cfg: PackageConfig, params: dict | None = None, record_path: str
               "rag_dir": cfg.rag_dir if cfg.include_rag else None,
               "git_revision": m.info.metadata.get("git_revision"),
               "metrics_file": str(metrics_path) if metrics else None,
-              "store_path": str(m.path),
+              # relative when the store is inside the project (.bentoml), so the record reads the same anywhere
+              "store_path": os.path.relpath(m.path) if Path(m.path).resolve().is_relative_to(Path.cwd())
+              else str(m.path),
               "files": sorted(str(p.relative_to(m.path)) for p in Path(m.path).rglob("*") if p.is_file())}
     atomic_write_json(record_path, record)
     return record

@@ -144,6 +144,13 @@ async def image_from_request(request: Request) -> tuple[bytes, dict]:
                    "wrong_content_type")
 
 
+class ModelUnavailable(BadInput):
+    """Not the client's fault, but still a clean JSON answer (503, retry) instead of a stack trace."""
+
+    def __init__(self):
+        super().__init__(503, "the model is unavailable right now; retry shortly", "model_unavailable")
+
+
 class Front:
     """Holds the API server's service instance for the Starlette routes (they are plain functions)."""
 
@@ -153,7 +160,11 @@ class Front:
     @classmethod
     async def model_info(cls) -> dict:
         if cls.info is None:
-            cls.info = await cls.service.runner.to_async.info()
+            try:
+                cls.info = await cls.service.runner.to_async.info()
+            except Exception as e:
+                log.error("model info failed: %s: %s", type(e).__name__, e)
+                raise ModelUnavailable() from None
         return cls.info
 
     @classmethod
@@ -164,8 +175,13 @@ class Front:
         # check here so a bad image never reaches the model process
         decode_image(image, max_bytes=CONFIG.max_body_bytes, max_pixels=CONFIG.max_pixels)
         job = Job(image=image, retrieval=retrieval, max_tools=max_tools)
-        [answer] = await cls.service.runner.to_async.analyze_batch([job])
+        try:
+            [answer] = await cls.service.runner.to_async.analyze_batch([job])
+        except Exception as e:  # the model process is down, restarting or overloaded: retryable, not a crash
+            log.error("model call failed: %s: %s", type(e).__name__, e)
+            raise ModelUnavailable() from None
         return answer
+
 
 
 def _answer_headers(answer: dict, t0: float) -> dict:
@@ -206,14 +222,21 @@ async def chat_route(request: Request) -> Response:
 
 
 async def models_route(request: Request) -> Response:
-    info = await Front.model_info()
+    try:
+        info = await Front.model_info()
+    except BadInput as e:
+        return error(e.status, str(e), e.reason)
     return JSONResponse({"object": "list", "data": [
         {"id": "safetyvlm", "object": "model", "created": 0, "owned_by": "safetyvlm", "safetyvlm": info}]})
 
 
 async def info_route(request: Request) -> Response:
     cfg = {k: v for k, v in CONFIG.to_dict().items() if k != "auth_token_env"}
-    return JSONResponse({"model": await Front.model_info(), "config": cfg,
+    try:
+        info = await Front.model_info()
+    except BadInput as e:
+        return error(e.status, str(e), e.reason)
+    return JSONResponse({"model": info, "config": cfg,
                          "auth": CONFIG.api_token() is not None})
 
 
