@@ -450,6 +450,38 @@ def test_dashboard_draws_boxes_and_cards(server, tmp_path):
     assert f"{len(expected['tools'])} tool(s)" in status
 
 
+def model_worker(arbiter_pid: int) -> int:
+    """The pid of the `bentoml serve` child that holds the model (a process this module started)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == arbiter_pid and b"--service-name safetyvlm-model" in cmd:
+            return int(stat.parent.name)
+    raise LookupError("no model worker under the server")
+
+
+def test_a_dead_model_process_is_a_503_then_the_service_recovers(server):
+    """Runs late: it kills the model process. BentoML's supervisor restarts it; meanwhile a request either
+    waits for it (the client to the model process retries) or gets a clean, retryable 503 — never a
+    500 — and the same request succeeds again."""
+    os.kill(model_worker(server.proc.pid), signal.SIGKILL)
+    png = png_bytes(scene())
+    statuses = []
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 90:
+        r = server.analyze(png, params={"retrieval": "false"})
+        statuses.append(r.status_code)
+        if r.status_code == 200:
+            break
+        assert r.status_code == 503 and r.json()["reason"] == "model_unavailable", r.text
+        time.sleep(0.5)
+    print(f"\nafter killing the model process: {statuses} in {time.perf_counter() - t0:.1f} s")
+    assert statuses[-1] == 200 and SafetyReport.model_validate(r.json())
+
+
 def test_secrets_never_reach_the_log(server):
     assert_answers_again(server)
     log = server.log.read_text(errors="replace")
