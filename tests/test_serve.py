@@ -437,6 +437,17 @@ def test_dashboard_draws_boxes_and_cards(server, tmp_path):
             shot = ARTIFACTS / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)
             print(f"\ndashboard screenshot: {shot}")
+            # a photo dropped on the drop zone goes through the same path
+            page.evaluate("document.body.dataset.state = ''")
+            page.evaluate("""async (b64) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const dt = new DataTransfer();
+                dt.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+                document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
+            }""", base64.b64encode(png_bytes(scene(3, (448, 300)))).decode())
+            page.wait_for_selector("body[data-state=done]", timeout=60_000)
+            dropped = (page.get_attribute("#boxes", "viewBox"), page.locator("#boxes rect.box").count(),
+                       page.locator(".card").count())
         finally:
             browser.close()
     assert not foreign, f"the page loaded something from elsewhere: {foreign}"
@@ -450,6 +461,7 @@ def test_dashboard_draws_boxes_and_cards(server, tmp_path):
         assert heading.upper() in first_card.upper()
     assert expected["tools"][0]["sources"] and expected["tools"][0]["sources"][0] in first_card
     assert f"{len(expected['tools'])} tool(s)" in status
+    assert dropped[0] == "0 0 448 300" and dropped[1] == dropped[2] >= 1
 
 
 def model_worker(arbiter_pid: int) -> int:
