@@ -14,8 +14,8 @@ imported, because the batching limits are decorator arguments.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import json
 import logging
 import time
 from pathlib import Path
@@ -172,8 +172,9 @@ class Front:
         if retrieval and not (await cls.model_info())["retrieval_index"]:
             raise BadInput(400, "retrieval was requested but this deployment has no retrieval index",
                            "no_retrieval_index")
-        # check here so a bad image never reaches the model process
-        decode_image(image, max_bytes=CONFIG.max_body_bytes, max_pixels=CONFIG.max_pixels)
+        # check here so a bad image never reaches the model process; in a thread, since decoding a large
+        # photo would otherwise stall every other request on this event loop
+        await asyncio.to_thread(decode_image, image, max_bytes=CONFIG.max_body_bytes, max_pixels=CONFIG.max_pixels)
         job = Job(image=image, retrieval=retrieval, max_tools=max_tools)
         try:
             [answer] = await cls.service.runner.to_async.analyze_batch([job])
@@ -181,7 +182,6 @@ class Front:
             log.error("model call failed: %s: %s", type(e).__name__, e)
             raise ModelUnavailable() from None
         return answer
-
 
 
 def _answer_headers(answer: dict, t0: float) -> dict:
