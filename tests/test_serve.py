@@ -63,6 +63,29 @@ def scene(seed=3, size=None) -> Image.Image:
     return im.resize(size) if size else im
 
 
+def processes():
+    """(pid, parent pid, command line) of every process, from /proc."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, ValueError, IndexError):
+            continue
+        yield int(stat.parent.name), ppid, cmd
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, ppid, _ in processes():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 class Server:
     def __init__(self, url, log, proc):
         self.url, self.log, self.proc = url, log, proc
@@ -127,14 +150,21 @@ def server(packaged):
         print(f"\nbentoml serve ready in {time.perf_counter() - t0:.1f} s on {url}")
         yield Server(url, log_path, proc)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the arbiter and its workers: the group this test started
+        # the workers BentoML started (each in its own process group), then the arbiter's group
+        workers = descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            # usually ~1 s; after the model process was killed and restarted, BentoML's API worker has been
-            # seen to sit out SIGTERM, so do not wait long for it
+            # usually ~1 s; BentoML's API worker has been seen to sit out SIGTERM after a busy run, and
+            # then to outlive the arbiter, so wait briefly and kill what is left of this server by pid
             proc.wait(timeout=8)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def assert_answers_again(server):
@@ -466,14 +496,9 @@ def test_dashboard_draws_boxes_and_cards(server, tmp_path):
 
 def model_worker(arbiter_pid: int) -> int:
     """The pid of the `bentoml serve` child that holds the model (a process this module started)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
-        except (OSError, ValueError, IndexError):
-            continue
+    for pid, ppid, cmd in processes():
         if ppid == arbiter_pid and b"--service-name safetyvlm-model" in cmd:
-            return int(stat.parent.name)
+            return pid
     raise LookupError("no model worker under the server")
 
 
