@@ -13,6 +13,16 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Supply-chain scanners in a venv of their own (their pins would fight the project's): checkov for the
+# k8s manifests and the Bento's Dockerfile, pip-audit for the installed packages.
+TOOLS ?= .venv-tools
+$(TOOLS)/.installed:
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q checkov==3.3.30 pip-audit==2.10.0
+	touch $@
+
+tools: $(TOOLS)/.installed
+
 repro: install
 	dvc repro
 
@@ -25,7 +35,7 @@ chromium:
 	  { $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; } || \
 	  echo "chromium could not be installed: the dashboard test will be skipped" >&2; }
 
-test: install chromium
+test: install tools chromium
 	pytest
 
-.PHONY: install repro test chromium
+.PHONY: install tools repro test chromium

@@ -104,3 +104,10 @@ def test_bentoml_build_makes_a_non_root_container_recipe_with_a_health_check(pro
     health = re.search(r"^HEALTHCHECK .*\n?.*CMD .*", dockerfile, re.M)
     assert health and "/livez" in dockerfile[health.start():health.start() + 400]
     assert health.start() < re.search(r"^ENTRYPOINT ", dockerfile, re.M).start()
+
+    # checkov on the generated recipe: no failed check (skips, if any, carry their reason in the template)
+    from test_supply_chain import checkov
+
+    report = checkov("dockerfile", bento / "env" / "docker" / "Dockerfile")
+    assert report["summary"]["failed"] == 0, [c["check_id"] for c in report["results"]["failed_checks"]]
+    assert report["summary"]["passed"] > 5
