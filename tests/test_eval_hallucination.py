@@ -231,10 +231,10 @@ def test_claim_hallucination_counts_unsupported_items(checker):
     r = claim_hallucination(preds, checker)
     assert (r["claims"], r["unsupported"]) == (3, 1)
     assert r["rate"] == pytest.approx(1 / 3)
-    assert r["per_field"] == pytest.approx({"required_ppe": 0.0, "primary_hazards": 0.5,
-                                            "common_misuses": 0.0})
+    assert r["per_field"]["required_ppe"] == 0.0 and r["per_field"]["primary_hazards"] == pytest.approx(0.5)
+    assert r["per_field"]["common_misuses"] is None  # no misuse was claimed: no rate, not 0%
     assert r["examples"][0]["claim"] == "molten glue burns"
-    assert claim_hallucination([[]], checker)["rate"] == 0.0
+    assert claim_hallucination([[]], checker)["rate"] is None
 
 
 def test_object_hallucination_is_by_class_present_in_the_image():
@@ -246,7 +246,7 @@ def test_object_hallucination_is_by_class_present_in_the_image():
     assert (r["hallucinated"], r["predicted"]) == (3, 5)
     assert r["rate"] == pytest.approx(3 / 5)
     assert r["per_class"] == {"Drill": 1, "Gun": 1, "Pliers": 1}
-    assert object_hallucination([[]], [[{"name": "Hammer"}]])["rate"] == 0.0
+    assert object_hallucination([[]], [[{"name": "Hammer"}]])["rate"] is None
 
 
 class CountingEmbedder:

@@ -177,7 +177,7 @@ def object_hallucination(preds_per_image: Iterable[list[dict]],
                 hallucinated += 1
                 per_class[p["name"]] = per_class.get(p["name"], 0) + 1
     return {
-        "rate": hallucinated / predicted if predicted else 0.0,
+        "rate": hallucinated / predicted if predicted else None,  # no prediction: nothing to rate
         "hallucinated": hallucinated,
         "predicted": predicted,
         "per_class": dict(sorted(per_class.items())),
@@ -205,11 +205,11 @@ def claim_hallucination(preds_per_image: Iterable[list[dict]], checker: ClaimChe
     total = sum(c for c, _ in counts.values())
     bad = sum(u for _, u in counts.values())
     return {
-        "rate": bad / total if total else 0.0,
+        "rate": bad / total if total else None,  # no claim made: not "0% hallucinated"
         "claims": total,
         "unsupported": bad,
         "threshold": checker.threshold,
-        "per_field": {f: (u / c if c else 0.0) for f, (c, u) in counts.items()},
+        "per_field": {f: (u / c if c else None) for f, (c, u) in counts.items()},
         "examples": examples,
     }
 
