@@ -19,4 +19,11 @@ repro: install
 test: install
 	pytest
 
-.PHONY: install repro test
+# DVC figures (no-op repro time) and the S3 round trip of every output (README: DVC in practice)
+dvc-noop: install
+	python benchmarks/dvc_noop.py
+
+dvc-roundtrip: install
+	python benchmarks/dvc_roundtrip.py
+
+.PHONY: install repro test dvc-noop dvc-roundtrip

@@ -330,3 +330,31 @@ def test_the_remote_down_is_a_clear_error_and_loses_nothing(project, s3, tmp_pat
     assert re.search(r"\d+ files? pushed", dvc(path, env, "push", *CHEAP))
     dvc(fresh, env, "pull", *CHEAP)
     assert hashes(fresh) == want
+
+
+@pytest.mark.slow
+def test_the_noop_benchmark_reads_a_recorded_repro_and_times_a_noop(project, tmp_path):
+    path, env = project
+    bench, log = str(ROOT / "benchmarks/dvc_noop.py"), tmp_path / "logs/repro.log"
+    # as .ci/run wraps `make repro` (make echoes the command first)
+    run([sys.executable, bench, "--record", str(log), "--", "sh", "-c", "echo dvc repro; dvc repro -f dataset"], path, env)
+    assert re.search(r"^\[\s*[\d.]+\] Running stage 'dataset':$", log.read_text(), re.M)
+    out = run([sys.executable, bench, "--repo", str(path), "--targets", *CHEAP, "--runs", "2", "--log", str(log)], ROOT, env)
+    assert re.search(r"dataset\s+[\d.]+ s", out) and "1 stages run" in out, out
+    assert re.search(r"no-op dvc repro dataset base: median [\d.]+ s .* goal <= 3 s: (met|NOT met)", out), out
+
+    # not up to date: it refuses rather than start a stage
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["dataset"]["seed"] = 3
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = subprocess.run([sys.executable, bench, "--repo", str(path), "--runs", "1"], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "not up to date" in proc.stderr
+    assert "Running stage" not in proc.stdout + proc.stderr
+
+
+def test_record_passes_the_commands_exit_code_through(tmp_path):
+    log = tmp_path / "x.log"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/dvc_noop.py"), "--record", str(log), "--",
+                           sys.executable, "-c", "print('hi'); raise SystemExit(3)"], capture_output=True, text=True)
+    assert proc.returncode == 3 and proc.stdout == "hi\n"
+    assert re.match(r"^\[\s*[\d.]+\] hi\n\[\s*[\d.]+\] \(exit 3\)\n$", log.read_text())
