@@ -209,7 +209,8 @@ def test_the_roundtrip_script_reads_the_repo_and_carries_uncommitted_outputs(pro
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc(path, env, "repro", "dataset")
     config = (path / ".dvc/config").read_text()
-    out = run([sys.executable, str(ROOT / "benchmarks/dvc_roundtrip.py"), "--repo", str(path), "--targets", *CHEAP], ROOT, env)
+    script = str(ROOT / "benchmarks/dvc_roundtrip.py")
+    out = run([sys.executable, script, "--repo", str(path), "--targets", "dataset"], ROOT, env)
     assert "OK" in out and "byte-identical" in out, out
     assert re.search(r"workspace changes laid over HEAD: [1-9]", out), out
     # the repo was only read: no remote added to its config, no local config written
@@ -229,9 +230,6 @@ def test_an_experiment_shows_in_metrics_diff_and_exp_show(project):
     diff = dvc_json(path, env, "metrics", "diff")["metrics/dataset.json"]
     assert diff and all(d["old"] != d["new"] for d in diff.values())
     assert "metrics/dataset.json" in dvc(path, env, "metrics", "diff")  # the table a user reads
-    plots = dvc_json(path, env, "plots", "diff", "--targets", "metrics/class_distribution.json")
-    (plot,) = plots["data"]["metrics/class_distribution.json"]
-    assert set(plot["revisions"]) == {"HEAD", "workspace"}  # both revisions drawn in one bar chart
 
     assert name in dvc(path, env, "exp", "show", "--only-changed", "--no-pager")
     rows = dvc(path, env, "exp", "show", "--only-changed", "--csv").splitlines()
@@ -278,7 +276,7 @@ def test_a_stage_killed_mid_write_leaves_the_rest_and_the_next_repro_recovers(pr
 def test_a_corrupt_or_missing_cache_object_is_reported_and_pulled_again(project, s3):
     path, env = project
     use_endpoint(path, env, s3)
-    dvc(path, env, "push", *CHEAP)
+    dvc(path, env, "push", "dataset", "base@mllama")
     want = hashes(path)
     corrupt = cache_object(path, "models/base/mllama", "model.safetensors")
     corrupt.chmod(0o644)  # DVC keeps cache files read-only
@@ -297,7 +295,7 @@ def test_a_corrupt_or_missing_cache_object_is_reported_and_pulled_again(project,
     out = dvc(path, env, "checkout", "base@mllama", ok=False)
     assert "Checkout failed" in out and "models/base/mllama" in out
 
-    dvc(path, env, "pull", *CHEAP)
+    dvc(path, env, "pull", "dataset", "base@mllama")
     assert "Data and pipelines are up to date." in dvc(path, env, "status", *CHEAP)
     assert hashes(path) == want
 
@@ -306,7 +304,7 @@ def test_a_corrupt_or_missing_cache_object_is_reported_and_pulled_again(project,
 def test_the_remote_down_is_a_clear_error_and_loses_nothing(project, s3, tmp_path):
     path, env = project
     use_endpoint(path, env, s3)
-    dvc(path, env, "push", *CHEAP)
+    dvc(path, env, "push", "dataset")
     s3.stop()
     env = {**env, "AWS_MAX_ATTEMPTS": "1"}  # fail at once (botocore's default retries take ~30 s)
 
@@ -315,21 +313,21 @@ def test_the_remote_down_is_a_clear_error_and_loses_nothing(project, s3, tmp_pat
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc(path, env, "repro", "dataset")  # the pipeline itself never needs the remote
     run(["git", "commit", "-qam", "seed 7"], path, env)
-    want = hashes(path)
+    want = hashes(path, ["dataset"])
 
-    out = dvc(path, env, "push", *CHEAP, ok=False)
+    out = dvc(path, env, "push", "dataset", ok=False)
     assert f'Could not connect to the endpoint URL: "{s3.endpoint}/{BUCKET}/cache' in out, out
     fresh = clone(path, tmp_path / "fresh", env)
     use_endpoint(fresh, env, s3)
-    out = dvc(fresh, env, "pull", *CHEAP, ok=False)
+    out = dvc(fresh, env, "pull", "dataset", ok=False)
     assert "failed to pull data from the cloud" in out and "Could not connect to the endpoint URL" in out, out
-    assert "Data and pipelines are up to date." in dvc(path, env, "status", *CHEAP)
-    assert hashes(path) == want
+    assert "Data and pipelines are up to date." in dvc(path, env, "status", "dataset")
+    assert hashes(path, ["dataset"]) == want
 
-    s3.start()  # back up (same port, moto keeps its objects): the push completes and the clone pulls
-    assert re.search(r"\d+ files? pushed", dvc(path, env, "push", *CHEAP))
-    dvc(fresh, env, "pull", *CHEAP)
-    assert hashes(fresh) == want
+    s3.start()  # back on the same port (moto keeps its bucket): the push completes and the clone pulls
+    assert re.search(r"\d+ files? pushed", dvc(path, env, "push", "dataset"))
+    dvc(fresh, env, "pull", "dataset")
+    assert hashes(fresh, ["dataset"]) == want
 
 
 @pytest.mark.slow
