@@ -149,11 +149,14 @@ def s3():
 
     server = S3()
     server.start()
-    urllib.request.urlopen(urllib.request.Request(f"{server.endpoint}/moto-api/reset", method="POST"), timeout=10)
-    boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id="testing",
-                 aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+    try:
+        reset = urllib.request.Request(f"{server.endpoint}/moto-api/reset", method="POST")  # state is per process
+        urllib.request.urlopen(reset, timeout=10)
+        boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id="testing",
+                     aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        yield server
+    finally:
+        server.stop()
 
 
 def use_endpoint(path, env, s3):
