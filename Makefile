@@ -13,10 +13,29 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Supply-chain scanners in a venv of their own (their pins would fight the project's): checkov for the
+# k8s manifests and the Bento's Dockerfile, pip-audit for the installed packages.
+TOOLS ?= .venv-tools
+$(TOOLS)/.installed:
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q checkov==3.3.30 pip-audit==2.10.0
+	touch $@
+
+tools: $(TOOLS)/.installed
+
 repro: install
 	dvc repro
 
-test: install
+# The dashboard test drives the system Chromium through Playwright (which never downloads a browser
+# here); install it from apt only when it is missing. Without it that one test is skipped, saying why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; } || \
+	  echo "chromium could not be installed: the dashboard test will be skipped" >&2; }
+
+test: install tools chromium
 	pytest
 
 # DVC figures (no-op repro time) and the S3 round trip of every output (README: DVC in practice)
@@ -26,4 +45,4 @@ dvc-noop: install
 dvc-roundtrip: install
 	python benchmarks/dvc_roundtrip.py
 
-.PHONY: install repro test dvc-noop dvc-roundtrip
+.PHONY: install tools repro test chromium dvc-noop dvc-roundtrip

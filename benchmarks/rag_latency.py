@@ -13,6 +13,9 @@ Timed, each over the same query vectors (a query vector is given; embedding it i
   pgvector PGVector.similarity_search_with_score_by_vector on an embedded PostgreSQL (HNSW index and exact
            scan), plus the bare SQL query through psycopg
   embed    one query through the embedder (what a live request adds before any search)
+  answer   with --answer-model: one end-to-end retrieval-augmented answer per image (first pass, retrieval
+           of the detected tools' passages incl. query embedding, second pass), batch 1, and the share
+           of the whole that retrieval takes
 The goal is p50 <= 2 ms for faiss.
 """
 
@@ -87,6 +90,10 @@ def main() -> None:
     ap.add_argument("--vectors-cache", type=Path, default=None,
                     help="an .npy file to keep the chunk vectors in between runs (embedding 10k texts takes a while)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--answer-model", type=Path, default=None,
+                    help="a model dir (e.g. models/finetune/qwen2_5_vl-vision_language/merged): also time "
+                         "end-to-end answers with retrieval from data/rag and print retrieval's share")
+    ap.add_argument("--answer-images", type=int, default=10)
     args = ap.parse_args()
     stores = {s.strip() for s in args.stores.split(",") if s.strip()}
 
@@ -131,9 +138,48 @@ def main() -> None:
 
     if "pgvector" in stores:
         results += bench_pgvector(chunks, texts, vectors, queries, emb, args.k)
+    if args.answer_model:
+        results += bench_answer(args.answer_model, args.answer_images, emb)
     if args.json:
         args.json.write_text(json.dumps({"chunks": len(chunks), "k": args.k, "results": results}, indent=2) + "\n")
     return results
+
+
+def bench_answer(model_dir: Path, n: int, emb) -> list[dict]:
+    """End-to-end retrieval-augmented answers (batch 1) on rendered test scenes, split into their parts."""
+    import yaml
+
+    from safetyvlm.data.render import RenderConfig, render_scene
+    from safetyvlm.model.generate import generate_reports
+    from safetyvlm.model.loader import load_model
+    from safetyvlm.rag.answer import detected_tools
+    from safetyvlm.rag.config import RagConfig
+    from safetyvlm.rag.index import load_retriever
+
+    params = yaml.safe_load(open("params.yaml"))
+    max_new = params["eval"]["max_new_tokens"]
+    model, processor, _ = load_model(model_dir, dtype="float32")
+    retriever = load_retriever("data/rag", RagConfig.from_dict(params["rag"]), embeddings=emb)
+    images = [render_scene(10_000 + i, RenderConfig())[0] for i in range(n + 1)]
+    parts = {"first pass": [], "retrieval": [], "second pass": [], "total": []}
+    for i, image in enumerate(images):
+        t0 = time.perf_counter()
+        first = generate_reports(model, processor, [image], max_new_tokens=max_new, batch_size=1)
+        t1 = time.perf_counter()
+        passages = retriever.retrieve(detected_tools(first[0]))
+        t2 = time.perf_counter()
+        generate_reports(model, processor, [image], max_new_tokens=max_new, batch_size=1,
+                         passages=[[p.as_prompt_passage() for p in passages]])
+        t3 = time.perf_counter()
+        if i == 0:
+            continue  # warm-up
+        for name, ms in zip(parts, ((t1 - t0), (t2 - t1), (t3 - t2), (t3 - t0))):
+            parts[name].append(ms * 1000)
+    out = [report(f"answer with retrieval: {name}", ms) for name, ms in parts.items()]
+    share = statistics.median(parts["retrieval"]) / statistics.median(parts["total"])
+    print(f"retrieval's share of an end-to-end answer (p50/p50): {share:.2%}  ({model_dir})")
+    out.append({"name": "retrieval share of answer", "share_p50": round(share, 5), "model": str(model_dir)})
+    return out
 
 
 def bench_pgvector(chunks, texts, vectors, queries, emb, k) -> list[dict]:

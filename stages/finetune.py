@@ -8,12 +8,14 @@ import yaml
 
 from safetyvlm.io import atomic_write_json
 from safetyvlm.model.base import base_model_path
+from safetyvlm.model.distributed import is_main_process, relaunch_if_distributed
 from safetyvlm.model.finetune import FinetuneConfig, finetune
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 family, strategy = sys.argv[1], sys.argv[2]
 all_params = yaml.safe_load(open("params.yaml"))
 cfg = FinetuneConfig.from_dict(all_params["finetune"])
+relaunch_if_distributed(cfg.distributed, cfg.processes, __file__, [family, strategy])  # torchrun, when set
 retriever = None
 if cfg.rag_fraction > 0:  # samples with retrieved passages need the rag-index stage's index
     from safetyvlm.rag.config import RagConfig
@@ -23,6 +25,8 @@ if cfg.rag_fraction > 0:  # samples with retrieved passages need the rag-index s
 name = f"{family}-{strategy}"
 metrics = finetune(base_model_path(f"models/base/{family}"), "data/dataset", family, strategy, cfg,
                    f"models/finetune/{name}", retriever=retriever)
+if not is_main_process():
+    sys.exit(0)
 atomic_write_json(f"metrics/finetune/{name}.json", metrics)
 atomic_write_json(f"metrics/finetune/{name}-loss.json", json.load(open(f"models/finetune/{name}/train_log.json")))
 print(json.dumps({k: metrics.get(k) for k in ("family", "strategy", "train_seconds", "final_loss")}))

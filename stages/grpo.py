@@ -22,7 +22,8 @@ metrics = train_preferences(
     f"models/finetune/{family}-{cfg.strategy}/merged", family, cfg, f"models/final/{family}",
     pairs=load_from_disk(f"data/pairs/{family}") if cfg.method == "dpo" else None,
     train_split=load_dataset_dir("data/dataset")["train"] if cfg.method == "grpo" else None,
-    backend=ft.get("backend", "auto"), load_in_4bit=ft.get("load_in_4bit", False))
+    backend=ft.get("backend", "auto"), load_in_4bit=ft.get("load_in_4bit", False),
+    gradient_checkpointing=ft.get("gradient_checkpointing", False))
 atomic_write_json(f"metrics/grpo/{family}.json", metrics)
 atomic_write_json(f"metrics/grpo/{family}-log.json", json.load(open(f"models/final/{family}/train_log.json")))
 print(json.dumps({k: metrics[k] for k in ("family", "method", "train_seconds", "first", "last")}))

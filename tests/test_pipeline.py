@@ -69,3 +69,18 @@ def test_the_real_photo_fixture_imports_through_the_stage(project):
     assert metrics["ignored_classes"] == {"Files": 3, "Scissors": 2}
     assert metrics["splits"]["test"]["per_class"]["Screwdriver"] == 4
     assert metrics["splits"]["valid"]["per_class"]["Wrench"] == 4
+
+
+def test_the_graph_has_every_stage_and_a_method_change_only_touches_training_and_eval():
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    stages = spec["stages"]
+    assert {"dataset", "rag-index", "base", "finetune", "grpo-pairs", "grpo", "eval"} <= set(stages)
+    params_of = {name: [p for p in (s.get("do", s).get("params") or [])] for name, s in stages.items()}
+    # grpo.method picks the trainer: the pairs do not depend on it, the training stage does
+    assert "grpo" not in params_of["grpo-pairs"] and "grpo.method" not in params_of["grpo-pairs"]
+    assert "grpo" in params_of["grpo"]
+    assert not any(p.startswith("grpo") for p in params_of["finetune"] + params_of["eval"])
+    # eval reads the final models, so it follows a change of method through its dependency
+    assert "models/final" in stages["eval"]["deps"]
+    plots = [next(iter(p)) if isinstance(p, dict) else p for p in spec["plots"]]
+    assert "plots/eval/confusion" in plots and "plots/eval/judge_radar.png" in plots

@@ -145,6 +145,20 @@ def dataset_render_sample(path: str, split: str, count: int, columns: int, out: 
     click.echo(f"wrote {out} ({len(rows)} images from {split})")
 
 
+@main.group()
+def kb() -> None:
+    """The knowledge base and retrieval corpus."""
+
+
+@kb.command("rehash")
+def kb_rehash() -> None:
+    """Record the KB files' sha256 in kb/manifest.json after an intended, reviewed edit."""
+    from safetyvlm.kb import KB_DIR, write_manifest
+
+    for name, digest in write_manifest(KB_DIR).items():
+        click.echo(f"{digest}  {name}")
+
+
 @main.command("eval")
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="A model dir (merged finetune, final, or base).")

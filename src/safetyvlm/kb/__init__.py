@@ -17,6 +17,8 @@ targets verbatim, so their lengths are bounded here (see the ``MAX_*`` constants
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -416,7 +418,39 @@ def _parse_corpus(path: Path, refs: dict[str, Reference], strict: bool) -> list[
     return passages
 
 
+MANIFEST_NAME = "manifest.json"
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_manifest(kb_dir: str | Path = KB_DIR) -> dict[str, str]:
+    """Record the sha256 of every KB yaml file in `kb_dir/manifest.json` (after an intended edit)."""
+    kb_dir = Path(kb_dir)
+    hashes = {p.name: file_sha256(p) for p in sorted(kb_dir.glob("*.yaml"))}
+    (kb_dir / MANIFEST_NAME).write_text(json.dumps(hashes, indent=2, sort_keys=True) + "\n")
+    return hashes
+
+
+def verify_manifest(*paths: Path) -> None:
+    """Refuse a KB file whose sha256 differs from the manifest beside it (tampering or an unrecorded
+    edit). Files in a directory without a manifest (a user's own KB) are not checked."""
+    for path in paths:
+        manifest = path.parent / MANIFEST_NAME
+        if not manifest.exists():
+            continue
+        expected = json.loads(manifest.read_text()).get(path.name)
+        if expected is None:
+            raise KBError(f"{path}: not listed in {manifest}; run `safetyvlm kb rehash` after an intended edit")
+        actual = file_sha256(path)
+        if actual != expected:
+            raise KBError(f"{path}: sha256 {actual[:12]}… does not match {manifest} ({expected[:12]}…): the file "
+                          "was changed outside review. If the edit is intended, run `safetyvlm kb rehash`.")
+
+
 def _load(tools_path: Path, corpus_path: Path, strict: bool) -> KnowledgeBase:
+    verify_manifest(tools_path, corpus_path)
     tools, refs = _parse_tools(tools_path)
     corpus = _parse_corpus(corpus_path, refs, strict)
     return KnowledgeBase(tools=tools, references=refs, corpus=corpus)
@@ -447,3 +481,16 @@ def load_kb(
         Path(corpus_path) if corpus_path is not None else DEFAULT_CORPUS_PATH,
         strict,
     )
+
+
+def ground_report(report, kb: KnowledgeBase | None = None):
+    """A copy of `report` (a `schema.SafetyReport`) whose safety fields are the knowledge-base entry of
+    each tool's name, selected by that name (an id), never taken from the model's text: a model misled
+    by text in the image, or by a planted passage, can then mislabel a tool but never invent advice.
+    `sources` become the ids of the tool's corpus passages."""
+    kb = kb or load_kb()
+    tools = []
+    for tool in report.tools:
+        fields = kb.safety_fields(tool.name)
+        tools.append(tool.model_copy(update={**fields, "sources": [p.id for p in kb.passages_for(tool.name)]}))
+    return report.model_copy(update={"tools": tools})

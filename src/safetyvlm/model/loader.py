@@ -184,6 +184,21 @@ def choose_backend(requested: str = "auto") -> tuple[str, str]:
     return "hf", reason
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def refuse_pickle_only(path: Path) -> None:
+    """Weights are read from safetensors only: a pickle checkpoint can run arbitrary code on load."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise ModelLoadError(
+            f"{path} holds weights only as pickle files ({', '.join(pickled)}); they are never loaded, "
+            "since unpickling can run arbitrary code. Convert them to safetensors where you trust the source "
+            "(e.g. load once and save_pretrained(..., safe_serialization=True)).")
+
+
 def _load_hf(path: Path, *, device: str, torch_dtype, quant, use_safetensors: bool, trust_remote_code: bool):
     from transformers import AutoModelForImageTextToText
 
@@ -218,6 +233,8 @@ def load_model(name_or_path, *, family: str | None = None, device: str = "auto",
                use_safetensors: bool = True, trust_remote_code: bool = False, cudnn_sdp: bool = False):
     """Load a VLM and its processor. Returns (model, processor, info); see the module docstring."""
     path, source = resolve_source(name_or_path, allow_download=allow_download)
+    if use_safetensors:
+        refuse_pickle_only(path)
     family = read_family(path, family)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)

@@ -269,3 +269,114 @@ def build_preset(family: str, preset: str | Preset = "tiny", extra_texts: Iterab
     }
     (out / PRESET_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return out
+
+
+# ------------------------------------------------------------------------------------ full-size layouts
+# The published layouts of Qwen2.5-VL-7B-Instruct and Llama-3.2-11B-Vision, for random-init checkpoints
+# of the real size (GPU benchmarks: speed and memory do not depend on the weights' values). The
+# tokenizer stays the project's offline BPE; the embedding tables keep the real vocabulary size (the real
+# checkpoints also have more embedding rows than tokens). `Qwen2_5_VLConfig()` defaults are NOT the 7B
+# (its text defaults are the 72B tower); `MllamaConfig()` defaults are the 11B-Vision layout except the
+# vision tile size (448 by default, 560 in the release: 10.67B parameters instead of 10.64B).
+
+FULL_FILE = "safetyvlm_full.json"
+FULL_MODELS = {"qwen2_5_vl": "Qwen2.5-VL-7B-Instruct", "mllama": "Llama-3.2-11B-Vision"}
+QWEN_7B_TEXT = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                    num_attention_heads=28, num_key_value_heads=4, rms_norm_eps=1e-6,
+                    max_position_embeddings=128000,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]})
+QWEN_7B_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                      fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2)
+
+
+def full_config_and_processor(family: str, tok=None):
+    """(config, processor, eos ids, pad id, bos id) of the full-size layout, token ids from the offline
+    tokenizer `tok` (trained here when None: ~1 s). Image processing as the real checkpoints ship it
+    (Qwen: max_pixels 12845056; Mllama: 560-px tiles, up to 4)."""
+    if family not in FULL_MODELS:
+        raise ValueError(f"unknown model family {family!r}; expected one of {tuple(FULL_MODELS)}")
+    if tok is None:
+        tok = build_tokenizer(family, vocab_size=8192, model_max_length=32768)
+    if family == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        from safetyvlm.model.processors import Qwen25VLImageOnlyProcessor
+
+        ids = {t: tok.convert_tokens_to_ids(t) for t in family_tokens(family).specials}
+        config = Qwen2_5_VLConfig(
+            text_config=dict(QWEN_7B_TEXT, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                             pad_token_id=ids["<|endoftext|>"], tie_word_embeddings=False),
+            vision_config=dict(QWEN_7B_VISION),
+            image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+            vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+            tie_word_embeddings=False,
+        )
+        ip = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=12845056, patch_size=14, merge_size=2,
+                                      temporal_patch_size=2)
+        proc = Qwen25VLImageOnlyProcessor(image_processor=ip, tokenizer=tok, chat_template=tok.chat_template)
+        return config, proc, [ids["<|im_end|>"], ids["<|endoftext|>"]], ids["<|endoftext|>"], ids["<|endoftext|>"]
+    from transformers import MllamaConfig, MllamaProcessor
+    from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
+
+    ids = {t: tok.convert_tokens_to_ids(t) for t in family_tokens(family).specials}
+    eos = [ids["<|eot_id|>"], ids["<|end_of_text|>"]]
+    pad = ids["<|finetune_right_pad_id|>"]
+    # MllamaVisionConfig() defaults to 448-px tiles; the released checkpoint (and its processor) use 560
+    config = MllamaConfig(text_config=dict(bos_token_id=ids["<|begin_of_text|>"], eos_token_id=eos,
+                                           pad_token_id=pad, tie_word_embeddings=False),
+                          vision_config=dict(image_size=560),
+                          image_token_index=ids["<|image|>"], tie_word_embeddings=False)
+    ip = MllamaImageProcessorPil(size={"height": 560, "width": 560}, max_image_tiles=4)
+    proc = MllamaProcessor(image_processor=ip, tokenizer=tok, chat_template=tok.chat_template)
+    return config, proc, eos, pad, ids["<|begin_of_text|>"]
+
+
+def count_config_parameters(config) -> dict[str, int]:
+    """`count_parameters` of the model a config describes, built on the meta device (no memory)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    return count_parameters(model)
+
+
+def build_full_checkpoint(family: str, out_dir: str | Path, *, device: str = "cuda", dtype="bfloat16",
+                          extra_texts: Iterable[str] = ()) -> Path:
+    """A random-init checkpoint of the full-size layout saved like a hub download (safetensors +
+    processor + `safetyvlm_full.json`), created directly on `device` in `dtype` (8-11B parameters:
+    never initialise them on a CPU). Seeded with 0; Mllama's gates are opened like the presets'."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    tok = build_tokenizer(family, extra_texts, vocab_size=8192, model_max_length=32768)
+    config, proc, eos, pad, bos = full_config_and_processor(family, tok)
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    torch.manual_seed(0)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch_dtype)
+    try:
+        with torch.device(device):
+            model = AutoModelForImageTextToText.from_config(config)
+    finally:
+        torch.set_default_dtype(old)
+    model.to(torch_dtype)
+    if family == "mllama":
+        open_mllama_gates(model)
+    gc = model.generation_config
+    gc.eos_token_id, gc.pad_token_id, gc.bos_token_id = eos, pad, bos
+    gc.do_sample = False
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    proc.save_pretrained(out)
+    meta = {"family": family, "preset": {"name": "full", "layout": FULL_MODELS[family]},
+            "parameters": count_parameters(model),
+            "tokenizer": {"vocab_size": len(tok), "base_corpus": tok.init_kwargs.get("base_corpus")},
+            "initialisation": f"random, torch.manual_seed(0), built on {device} in {torch_dtype}"}
+    # not PRESET_FILE: the loader must see a plain local checkpoint, exactly like a hub download
+    (out / FULL_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    del model
+    return out

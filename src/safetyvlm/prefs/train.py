@@ -63,10 +63,10 @@ def extend_cross_attention_mask(model) -> None:
     model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
-def _common_args(cfg: PrefsConfig, out: Path, cuda: bool) -> dict:
+def _common_args(cfg: PrefsConfig, out: Path, cuda: bool, gradient_checkpointing: bool = False) -> dict:
     return dict(output_dir=str(out / "trainer"), logging_steps=cfg.log_every, save_strategy="no",
                 report_to=[], use_cpu=not cuda, bf16=cuda, seed=cfg.seed, lr_scheduler_type="constant",
-                dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=False)
+                dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=gradient_checkpointing)
 
 
 def _history(trainer) -> list[dict]:
@@ -80,7 +80,8 @@ def _history(trainer) -> list[dict]:
 
 
 def train_preferences(model_dir: str | Path, family: str, cfg: PrefsConfig, out_dir: str | Path, *,
-                      pairs=None, train_split=None, backend: str = "auto", load_in_4bit: bool = False) -> dict:
+                      pairs=None, train_split=None, backend: str = "auto", load_in_4bit: bool = False,
+                      gradient_checkpointing: bool = False) -> dict:
     """Run `cfg.method` on the model in `model_dir`; write `out_dir/{adapter,merged,train_log.json,
     metrics.json,config.json}` atomically and return the metrics.
 
@@ -109,9 +110,10 @@ def train_preferences(model_dir: str | Path, family: str, cfg: PrefsConfig, out_
     with atomic_output_dir(out_dir) as tmp:
         start = time.perf_counter()
         if cfg.method == "dpo":
-            trainer, data_info = _dpo(model, processor, cfg, pairs, peft_config, tmp, cuda)
+            trainer, data_info = _dpo(model, processor, cfg, pairs, peft_config, tmp, cuda, gradient_checkpointing)
         else:
-            trainer, data_info = _grpo(model, processor, family, cfg, train_split, peft_config, tmp, cuda)
+            trainer, data_info = _grpo(model, processor, family, cfg, train_split, peft_config, tmp, cuda,
+                                       gradient_checkpointing)
         lora_layers = count_lora_layers(trainer.model)
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         trainer.train()
@@ -154,7 +156,7 @@ def _no_pairs(model_dir, family: str, cfg: PrefsConfig, out_dir, info: dict) -> 
     return metrics
 
 
-def _dpo(model, processor, cfg: PrefsConfig, pairs, peft_config, out: Path, cuda: bool):
+def _dpo(model, processor, cfg: PrefsConfig, pairs, peft_config, out: Path, cuda: bool, ckpt: bool):
     from trl import DPOConfig, DPOTrainer
 
     if pairs is None or len(pairs) == 0:
@@ -164,13 +166,14 @@ def _dpo(model, processor, cfg: PrefsConfig, pairs, peft_config, out: Path, cuda
     train = pairs.select_columns(["images", "prompt", "chosen", "rejected"])
     args = DPOConfig(max_steps=p.steps, per_device_train_batch_size=p.batch_size,
                      gradient_accumulation_steps=p.grad_accum, learning_rate=p.lr, beta=p.beta,
-                     loss_type=[p.loss_type], max_length=None, **_common_args(cfg, out, cuda))
+                     loss_type=[p.loss_type], max_length=None, **_common_args(cfg, out, cuda, ckpt))
     trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=processor,
                          peft_config=peft_config)
     return trainer, {"pairs": len(pairs), "steps": p.steps}
 
 
-def _grpo(model, processor, family: str, cfg: PrefsConfig, train_split, peft_config, out: Path, cuda: bool):
+def _grpo(model, processor, family: str, cfg: PrefsConfig, train_split, peft_config, out: Path, cuda: bool,
+          ckpt: bool):
     from trl import GRPOConfig, GRPOTrainer
 
     from safetyvlm.kb import load_kb
@@ -185,7 +188,7 @@ def _grpo(model, processor, family: str, cfg: PrefsConfig, train_split, peft_con
     args = GRPOConfig(max_steps=g.steps, per_device_train_batch_size=g.batch_size,
                       num_generations=g.num_generations, max_completion_length=g.max_completion_length,
                       temperature=g.temperature, beta=g.beta, learning_rate=g.lr,
-                      reward_weights=scorer.active_weights(), **_common_args(cfg, out, cuda))
+                      reward_weights=scorer.active_weights(), **_common_args(cfg, out, cuda, ckpt))
     trainer = GRPOTrainer(model=model, reward_funcs=scorer.reward_functions(), args=args,
                           train_dataset=prompts, processing_class=processor, peft_config=peft_config)
     return trainer, {"prompts": len(prompts), "steps": g.steps}

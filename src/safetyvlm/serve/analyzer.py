@@ -1,0 +1,123 @@
+"""The model side of the service: load once, then answer batches of images (no HTTP, no bentoml here).
+
+`Analyzer.analyze` takes one batch as the adaptive batcher formed it. Images that asked for retrieval
+go through `answer_with_retrieval` together, the others through one plain generate; either way each
+answer is parsed with `parse_report` (always the contract's shape) and its boxes are brought back to
+that image's own pixels by the one box-frame converter.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from safetyvlm.model.boxes import model_frame
+from safetyvlm.model.predict import to_image_pixels
+from safetyvlm.parse import parse_report
+from safetyvlm.serve.config import ServeConfig
+from safetyvlm.serve.package import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Answer:
+    report: dict                 # SafetyReport.model_dump(): the output contract
+    valid: bool                  # parse_report's strict verdict on the raw text
+    errors: list[str]
+    raw_text: str
+    retrieval: bool              # whether passages were in the prompt
+    passage_ids: list[str] = field(default_factory=list)
+    batch_size: int = 1          # how many images shared this forward pass
+    generate_ms: float = 0.0     # model time of the whole batch
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def attribute_sources(report, passages) -> None:
+    """Each tool's `sources`: the ids it cited among the passages in its prompt, else the prompt's passages
+    about that tool's category, so every card can point at the guidance the answer had in front of it."""
+    ids = {p.id for p in passages}
+    for tool in report.tools:
+        cited = [s for s in tool.sources if s in ids]
+        tool.sources = cited or [p.id for p in passages if p.category == tool.name]
+
+
+class Analyzer:
+    def __init__(self, cfg: ServeConfig):
+        import torch
+
+        from safetyvlm.model.loader import load_model
+
+        self.cfg = cfg
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        t0 = time.perf_counter()
+        model_dir, bundled_rag, self.model_metadata = resolve_model(cfg.model)
+        self.model, self.processor, self.info = load_model(
+            model_dir, family=cfg.family, device=cfg.device, dtype=cfg.dtype,
+            use_safetensors=True, trust_remote_code=False)
+        self.family = self.info["family"]
+        self.frame = model_frame(self.family, self.processor)
+        rag_dir = Path(cfg.rag) if cfg.rag else bundled_rag
+        self.retriever = None
+        if rag_dir is not None:
+            from safetyvlm.rag.index import load_retriever
+
+            self.retriever = load_retriever(rag_dir)
+        self.rag_dir = str(rag_dir) if rag_dir else None
+        self.load_seconds = round(time.perf_counter() - t0, 2)
+        log.info("analyzer ready in %.1fs: %s (%s) on %s, retrieval index: %s", self.load_seconds, model_dir,
+                 self.family, self.info["device"], self.rag_dir or "none")
+
+    def describe(self) -> dict:
+        return {"model": self.cfg.model, "family": self.family, "device": self.info["device"],
+                "dtype": self.info["dtype"], "parameters": self.info["parameters"],
+                "retrieval_index": self.rag_dir, "load_seconds": self.load_seconds,
+                "tag": self.model_metadata.get("tag"), "git_revision": self.model_metadata.get("git_revision")}
+
+    def _answer(self, text: str, image: Image.Image, max_tools: int, retrieval: bool, passages=()) -> Answer:
+        result = parse_report(text, image_size=self.frame.extent(image.size))
+        result = to_image_pixels(result, image.size, self.frame)
+        report = result.report
+        if retrieval:
+            attribute_sources(report, passages)
+        errors = list(result.errors)
+        if len(report.tools) > max_tools:
+            errors.append(f"{len(report.tools) - max_tools} tools beyond max_tools={max_tools} dropped")
+            report.tools = report.tools[:max_tools]
+        return Answer(report=report.model_dump(), valid=result.valid, errors=errors, raw_text=text,
+                      retrieval=retrieval, passage_ids=[p.id for p in passages])
+
+    def analyze(self, images: list[Image.Image], retrieval: list[bool | None], max_tools: list[int | None]
+                ) -> list[Answer]:
+        from safetyvlm.model.generate import generate_reports
+        from safetyvlm.rag.answer import answer_with_retrieval
+
+        t0 = time.perf_counter()
+        n = len(images)
+        want = [(self.cfg.retrieval_default if r is None else bool(r)) and self.retriever is not None
+                for r in retrieval]
+        caps = [min(self.cfg.max_tools, m) if m is not None else self.cfg.max_tools for m in max_tools]
+        out: list[Answer | None] = [None] * n
+        plain = [i for i in range(n) if not want[i]]
+        rag = [i for i in range(n) if want[i]]
+        kw = dict(max_new_tokens=self.cfg.max_new_tokens, batch_size=max(n, 1))
+        if plain:
+            texts = generate_reports(self.model, self.processor, [images[i] for i in plain], **kw)
+            for i, text in zip(plain, texts):
+                out[i] = self._answer(text, images[i], caps[i], False)
+        if rag:
+            answers = answer_with_retrieval(self.model, self.processor, [images[i] for i in rag],
+                                            self.retriever, **kw)
+            for i, a in zip(rag, answers):
+                out[i] = self._answer(a.text, images[i], caps[i], True, a.passages)
+        ms = round((time.perf_counter() - t0) * 1000, 1)
+        for a in out:
+            a.batch_size, a.generate_ms = n, ms
+        return out

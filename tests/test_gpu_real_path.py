@@ -1,0 +1,108 @@
+"""The real path on a GPU (benchmarks/gpu_real_path.py, README "The real path on a GPU").
+
+On CPU (CI): the full-size layouts have the published values and sizes (counted on the meta device, no
+memory), and the Mllama vision checkpointing helper is exact. With CUDA: the benchmark runs end to end
+on a tiny preset (bf16 LoRA, generation, and 4-bit where bitsandbytes imports).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_qwen_7b_layout_has_the_published_values_and_size():
+    from safetyvlm.model.presets import count_config_parameters, full_config_and_processor
+
+    config, proc, *_ = full_config_and_processor("qwen2_5_vl")
+    t, v = config.text_config, config.vision_config
+    assert (t.hidden_size, t.intermediate_size, t.num_hidden_layers, t.num_attention_heads,
+            t.num_key_value_heads, t.vocab_size, t.rms_norm_eps) == (3584, 18944, 28, 28, 4, 152064, 1e-6)
+    assert t.rope_parameters["rope_theta"] == 1e6 and t.rope_parameters["mrope_section"] == [16, 24, 24]
+    assert (v.depth, v.hidden_size, v.intermediate_size, v.num_heads, v.out_hidden_size, v.window_size,
+            v.tokens_per_second) == (32, 1280, 3420, 16, 3584, 112, 2)
+    assert list(v.fullatt_block_indexes) == [7, 15, 23, 31]
+    counts = count_config_parameters(config)
+    assert counts["total"] == 8_292_166_656  # 8.29B, 15.5 GiB in bf16 (STACK.md §10)
+    assert proc.image_processor.size["longest_edge"] == 12845056
+
+
+def test_mllama_11b_layout_uses_560px_tiles():
+    from transformers import MllamaConfig
+
+    from safetyvlm.model.presets import count_config_parameters, full_config_and_processor
+
+    config, proc, *_ = full_config_and_processor("mllama")
+    default = MllamaConfig()
+    assert config.text_config.hidden_size == default.text_config.hidden_size == 4096
+    assert config.text_config.num_hidden_layers == 40 and len(config.text_config.cross_attention_layers) == 8
+    assert config.vision_config.image_size == 560 and proc.image_processor.size["height"] == 560
+    assert count_config_parameters(config)["total"] == 10_670_220_835
+
+
+def test_mllama_vision_checkpointing_is_exact():
+    from transformers import MllamaConfig, MllamaForConditionalGeneration
+
+    from safetyvlm.model.memory import checkpoint_mllama_vision
+
+    cfg = MllamaConfig(
+        text_config=dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, cross_attention_layers=[1],
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_global_layers=1,
+                           attention_heads=2, vision_output_dim=32, image_size=28, patch_size=14, max_num_tiles=1,
+                           supported_aspect_ratios=[[1, 1]], intermediate_layers_indices=[0]),
+        image_token_index=299)
+    torch.manual_seed(0)
+    model = MllamaForConditionalGeneration(cfg).train()
+    for name, p in model.named_parameters():
+        if "gate" in name:
+            p.data.fill_(0.7)
+    batch = dict(input_ids=torch.tensor([[299, 5, 6, 7, 8]]), pixel_values=torch.randn(1, 1, 1, 3, 28, 28),
+                 aspect_ratio_ids=torch.tensor([[1]]), aspect_ratio_mask=torch.tensor([[[1]]]),
+                 cross_attention_mask=torch.ones(1, 5, 1, 1, dtype=torch.long))
+
+    def run():
+        model.zero_grad()
+        out = model(**batch).logits
+        out.pow(2).mean().backward()
+        grad = model.model.vision_model.transformer.layers[0].mlp.fc1.weight.grad.clone()
+        return out.detach(), grad
+
+    ref_out, ref_grad = run()
+    assert checkpoint_mllama_vision(model) == 3
+    assert checkpoint_mllama_vision(model) == 0  # idempotent
+    out, grad = run()
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(grad, ref_grad)
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("gpu_real_path", ROOT / "benchmarks" / "gpu_real_path.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_real_path"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@cuda
+def test_benchmark_runs_on_the_gpu(tmp_path):
+    configs = ["matmul", "build", "train:vision_language:bf16:ckpt0:hf:bs2", "gen:bf16:dynamic:b2"]
+    if importlib.util.find_spec("bitsandbytes"):
+        configs += ["train:vision_language:4bit:ckpt1:hf:bs2:nohead", "gen:4bit:dynamic:b1"]
+    _bench().main(["--preset", "tiny", "--device", "cuda", "--family", "qwen2_5_vl", "--out", str(tmp_path),
+                   "--ckpt", str(tmp_path / "ckpt"), "--steps", "3", "--warmup", "1", "--gen-tokens", "8",
+                   "--image-px", "224", "--configs", ",".join(configs)])
+    rows = json.loads((tmp_path / "qwen2_5_vl-run.json").read_text())
+    assert [r["config"] for r in rows] == configs
+    assert all(r["ok"] for r in rows), [r.get("error") for r in rows]
+    train = rows[2]
+    assert train["s_per_step"] > 0 and 0 < train["mfu"] < 1 and train["peak_alloc_gib"] > 0

@@ -1,0 +1,145 @@
+"""The service's pure parts: config from env/file, safe image decoding, the OpenAI request dialect."""
+
+import base64
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from safetyvlm.serve.config import ServeConfig, load_config
+from safetyvlm.serve.images import BadInput, decode_image
+from safetyvlm.serve.openai_compat import chat_completion, parse_chat_request
+
+LIMITS = dict(max_bytes=1_000_000, max_pixels=1_000_000)
+
+
+def encode(w=40, h=30, fmt="PNG", mode="RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (w, h), 128).save(buf, fmt)
+    return buf.getvalue()
+
+
+def test_config_layers_file_then_env(tmp_path):
+    f = tmp_path / "serve.yaml"
+    f.write_text("serve:\n  max_batch_size: 4\n  max_new_tokens: 50\n")
+    cfg = load_config(f, environ={"SAFETYVLM_MAX_NEW_TOKENS": "32", "SAFETYVLM_TORCH_THREADS": "1",
+                                  "SAFETYVLM_RETRIEVAL_DEFAULT": "off", "SAFETYVLM_RAG": "none"})
+    assert (cfg.max_batch_size, cfg.max_new_tokens, cfg.torch_threads) == (4, 32, 1)
+    assert cfg.retrieval_default is False and cfg.rag is None
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"SAFETYVLM_MAX_BATCH_SIZE": "0"}, "max_batch_size must be >= 1"),
+    ({"SAFETYVLM_RETRIEVAL_DEFAULT": "maybe"}, "SAFETYVLM_RETRIEVAL_DEFAULT: expected a boolean"),
+    ({"SAFETYVLM_MAX_PIXELS": "lots"}, "SAFETYVLM_MAX_PIXELS"),
+])
+def test_config_errors_name_the_setting(env, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(environ=env)
+
+
+def test_config_file_refuses_unknown_keys(tmp_path):
+    f = tmp_path / "serve.yaml"
+    f.write_text("max_batchsize: 4\n")
+    with pytest.raises(ValueError, match="unknown keys.*max_batchsize"):
+        load_config(f, environ={})
+
+
+def test_token_only_from_its_env_var(monkeypatch):
+    cfg = ServeConfig(auth_token_env="MY_TOKEN")
+    monkeypatch.delenv("MY_TOKEN", raising=False)
+    assert cfg.api_token() is None
+    monkeypatch.setenv("MY_TOKEN", "s3cret")
+    assert cfg.api_token() == "s3cret" and "s3cret" not in json.dumps(cfg.to_dict())
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"])
+def test_decodes_common_formats_to_rgb(fmt):
+    im = decode_image(encode(40, 30, fmt), **LIMITS)
+    assert im.size == (40, 30) and im.mode == "RGB"
+
+
+def test_decodes_rgba_and_grayscale():
+    assert decode_image(encode(mode="RGBA"), **LIMITS).mode == "RGB"
+    assert decode_image(encode(mode="L"), **LIMITS).mode == "RGB"
+
+
+@pytest.mark.parametrize("data, status, reason", [
+    (b"", 400, "empty"),
+    (b"this is not an image", 400, "not_an_image"),
+    (encode(200, 200)[:200], 400, "corrupt"),                  # truncated
+    (encode(fmt="TGA"), 415, "unsupported_format"),
+    (encode(fmt="ICO"), 415, "unsupported_format"),
+    (encode(2000, 1000), 413, "too_many_pixels"),              # 2 MP, a few kB on the wire
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, 400, "not_an_image"),  # a PNG signature and garbage
+])
+def test_bad_bytes_are_refused_with_a_reason(data, status, reason):
+    with pytest.raises(BadInput) as e:
+        decode_image(data, **LIMITS)
+    assert (e.value.status, e.value.reason) == (status, reason)
+    assert str(e.value)
+
+
+def test_body_limit():
+    with pytest.raises(BadInput) as e:
+        decode_image(encode(), max_bytes=10, max_pixels=10**6)
+    assert e.value.status == 413
+
+
+def test_pixel_limit_is_checked_before_decoding():
+    # a 30000x30000 PNG header with no pixel data: refusing it must not need the (absent) pixels
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
+    with pytest.raises(BadInput) as e:
+        decode_image(data, max_bytes=10**6, max_pixels=10**8)
+    assert (e.value.status, e.value.reason) == (413, "too_many_pixels") and "900000000 pixels" in str(e.value)
+
+
+def data_uri(data: bytes, mime="image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def chat(content, **extra) -> bytes:
+    return json.dumps({"model": "m", "messages": [{"role": "user", "content": content}], **extra}).encode()
+
+
+def test_chat_request_with_one_image():
+    png = encode()
+    req = parse_chat_request(chat([{"type": "text", "text": "what tools?"},
+                                   {"type": "image_url", "image_url": {"url": data_uri(png)}}], max_tools=2))
+    assert req["image"] == png and req["max_tools"] == 2 and req["retrieval"] is None and req["model"] == "m"
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{not json", "not JSON"),
+    (b"[]", "JSON object"),
+    (json.dumps({"messages": []}).encode(), "non-empty list"),
+    (chat("just text"), "exactly one image"),
+    (chat([{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]), "data: URI"),
+    (chat([{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]), "not valid base64"),
+    (chat([{"type": "image_url", "image_url": {"url": "data:image/png,abc"}}]), "base64-encoded"),
+    (chat([{"type": "input_audio"}]), "unsupported part type"),
+    (chat([{"type": "image_url", "image_url": {"url": data_uri(b"x")}}] * 2), "got 2"),
+    (chat([{"type": "image_url", "image_url": {"url": data_uri(b"x")}}], stream=True), "stream"),
+    (chat([{"type": "image_url", "image_url": {"url": data_uri(b"x")}}], max_tools=0), "max_tools"),
+    (chat([{"type": "image_url", "image_url": {"url": data_uri(b"x")}}], retrieval="yes"), "retrieval"),
+])
+def test_malformed_chat_requests(body, message):
+    with pytest.raises(BadInput, match=message) as e:
+        parse_chat_request(body)
+    assert e.value.status == 400
+
+
+def test_chat_completion_carries_the_report_as_content():
+    answer = {"report": {"tools": []}, "valid": True, "errors": [], "retrieval": False, "passage_ids": [],
+              "batch_size": 3}
+    out = chat_completion(answer, "safetyvlm")
+    assert out["object"] == "chat.completion" and json.loads(out["choices"][0]["message"]["content"]) == {"tools": []}
+    assert out["safetyvlm"]["batch_size"] == 3
