@@ -6,7 +6,7 @@
 
 `--record` runs the command, passes its output through and writes each line to LOG prefixed with the
 seconds since start (`[  12.34] Running stage 'dataset':`); stdlib only, so it can wrap `make repro`
-before the venv exists. `--log` reads such a log: each stage's time is from its "Running stage" line to
+by any python3. `--log` reads such a log: each stage's time is from its "Running stage" line to
 the next stage's (or the end), the graph's from `dvc repro` (make's echo of it, else the first stage
 line) to the end. The no-op timing first checks `dvc status` is clean and refuses otherwise, so it never
 starts training. Figures are reported, never enforced (exit 0 unless the pipeline is not up to date).
