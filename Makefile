@@ -38,4 +38,11 @@ chromium:
 test: install tools chromium
 	pytest
 
-.PHONY: install tools repro test chromium
+# DVC figures (no-op repro time) and the S3 round trip of every output (README: DVC in practice)
+dvc-noop: install
+	python benchmarks/dvc_noop.py
+
+dvc-roundtrip: install
+	python benchmarks/dvc_roundtrip.py
+
+.PHONY: install tools repro test chromium dvc-noop dvc-roundtrip
