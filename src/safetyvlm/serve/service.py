@@ -30,6 +30,7 @@ from starlette.routing import Route
 from safetyvlm.serve.config import load_config
 from safetyvlm.serve.images import BadInput, decode_image
 from safetyvlm.serve.openai_compat import chat_completion, parse_chat_request
+from safetyvlm.serve.openapi import spec
 
 log = logging.getLogger("safetyvlm.serve")
 CONFIG = load_config()
@@ -54,7 +55,9 @@ class Job(BaseModel):
     max_tools: int | None = None
 
 
-@bentoml.service(name="safetyvlm-model", workers=1, traffic={"timeout": CONFIG.timeout_s})
+# the model's own timeout is longer than the API server's, so a slow request ends as the API server's
+# 504, never as a model-side error
+@bentoml.service(name="safetyvlm-model", workers=1, traffic={"timeout": CONFIG.timeout_s + 30})
 class VLMRunner:
     def __init__(self) -> None:
         from safetyvlm.serve.analyzer import Analyzer
@@ -64,9 +67,29 @@ class VLMRunner:
     def __is_ready__(self) -> bool:
         return getattr(self, "analyzer", None) is not None
 
-    @bentoml.api(batchable=True, max_batch_size=CONFIG.max_batch_size, max_latency_ms=CONFIG.max_latency_ms)
+    # max_batch_size 1 turns batching off (BentoML refuses a batchable API with batches of 1): the same
+    # list-in, list-out method, called once per request
+    @bentoml.api(**({"batchable": True, "max_batch_size": CONFIG.max_batch_size,
+                     "max_latency_ms": CONFIG.max_latency_ms} if CONFIG.max_batch_size > 1 else {}))
     def analyze_batch(self, jobs: list[Job]) -> list[dict]:
         BATCH_SIZE.observe(len(jobs))
+        return self._isolating(jobs)
+
+    def _isolating(self, jobs: list[Job]) -> list[dict]:
+        """The batch's answers; when an image makes the model raise (e.g. an aspect ratio its processor
+        refuses), halve the batch and retry, so only that request gets an error and its batch-mates still
+        get their reports (one bad image among n costs about log2(n) extra passes)."""
+        try:
+            return self._analyze(jobs)
+        except Exception as e:
+            if len(jobs) > 1:
+                half = len(jobs) // 2
+                return self._isolating(jobs[:half]) + self._isolating(jobs[half:])
+            log.warning("the model failed on one image: %s: %s", type(e).__name__, e)
+            return [{"error": f"the model could not process this image ({type(e).__name__}: {e})",
+                     "reason": "model_error"}]
+
+    def _analyze(self, jobs: list[Job]) -> list[dict]:
         images = [decode_image(j.image, max_bytes=CONFIG.max_body_bytes, max_pixels=CONFIG.max_pixels)
                   for j in jobs]
         answers = self.analyzer.analyze(images, [j.retrieval for j in jobs], [j.max_tools for j in jobs])
@@ -181,6 +204,8 @@ class Front:
         except Exception as e:  # the model process is down, restarting or overloaded: retryable, not a crash
             log.error("model call failed: %s: %s", type(e).__name__, e)
             raise ModelUnavailable() from None
+        if "error" in answer:  # the model raised on this image alone (see VLMRunner.analyze_batch)
+            raise BadInput(422, answer["error"], answer["reason"])
         return answer
 
 
@@ -240,7 +265,12 @@ async def info_route(request: Request) -> Response:
                          "auth": CONFIG.api_token() is not None})
 
 
+async def openapi_route(request: Request) -> Response:
+    return JSONResponse(spec())
+
+
 api = Starlette(routes=[
+    Route("/openapi.json", openapi_route, methods=["GET"]),
     Route("/analyze", analyze_route, methods=["POST"]),
     Route("/v1/chat/completions", chat_route, methods=["POST"]),
     Route("/v1/models", models_route, methods=["GET"]),
@@ -294,7 +324,7 @@ class Gate:
         return await self.app(scope, receive, send)
 
 
-@bentoml.service(name="safetyvlm", workers=CONFIG.workers, traffic={"timeout": CONFIG.timeout_s},
+@bentoml.service(name="safetyvlm", workers=CONFIG.workers, traffic=CONFIG.traffic(),
                  labels={"project": "safetyvlm"})
 @bentoml.asgi_app(api, path="/")
 class SafetyVLM:
