@@ -23,7 +23,7 @@ from pathlib import Path
 import bentoml
 from pydantic import BaseModel
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
@@ -106,6 +106,12 @@ def error(status: int, message: str, reason: str, headers: dict | None = None) -
     return JSONResponse({"error": message, "reason": reason}, status_code=status, headers=headers)
 
 
+def gone() -> Response:
+    """The answer to a client that disconnected mid-upload (nobody reads it; 499 as nginx logs it)."""
+    REJECTED.labels(reason="client_disconnected").inc()
+    return Response(status_code=499)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing (413) as soon as it passes `limit`: chunked uploads have no Content-Length."""
     chunks, size = [], 0
@@ -167,6 +173,16 @@ async def image_from_request(request: Request) -> tuple[bytes, dict]:
                    "wrong_content_type")
 
 
+MODEL_CALL_ATTEMPTS = 3
+
+
+def _dropped_connection(e: BaseException) -> bool:
+    """A transport failure between the two processes (not an answer of the model)."""
+    return isinstance(e, ConnectionError) or any(
+        k in type(e).__name__ for k in ("Disconnected", "ConnectionError", "ClientOSError", "RemoteProtocol",
+                                        "ReadError", "WriteError", "ConnectError"))
+
+
 class ModelUnavailable(BadInput):
     """Not the client's fault, but still a clean JSON answer (503, retry) instead of a stack trace."""
 
@@ -199,11 +215,19 @@ class Front:
         # photo would otherwise stall every other request on this event loop
         await asyncio.to_thread(decode_image, image, max_bytes=CONFIG.max_body_bytes, max_pixels=CONFIG.max_pixels)
         job = Job(image=image, retrieval=retrieval, max_tools=max_tools)
-        try:
-            [answer] = await cls.service.runner.to_async.analyze_batch([job])
-        except Exception as e:  # the model process is down, restarting or overloaded: retryable, not a crash
-            log.error("model call failed: %s: %s", type(e).__name__, e)
-            raise ModelUnavailable() from None
+        for attempt in range(MODEL_CALL_ATTEMPTS):
+            try:
+                [answer] = await cls.service.runner.to_async.analyze_batch([job])
+                break
+            except Exception as e:  # the model process is down, restarting or overloaded: retryable
+                if attempt + 1 < MODEL_CALL_ATTEMPTS and _dropped_connection(e):
+                    # under load the pooled connection to the model process is at times closed under a
+                    # request (aiohttp ServerDisconnectedError); the analysis is idempotent, so send it again
+                    log.warning("model call retried after %s", type(e).__name__)
+                    await asyncio.sleep(0.05 * (attempt + 1))
+                    continue
+                log.error("model call failed: %s: %s", type(e).__name__, e)
+                raise ModelUnavailable() from None
         if "error" in answer:  # the model raised on this image alone (see VLMRunner.analyze_batch)
             raise BadInput(422, answer["error"], answer["reason"])
         return answer
@@ -227,6 +251,8 @@ async def analyze_route(request: Request) -> Response:
         answer = await Front.analyze(image, retrieval, max_tools)
     except BadInput as e:
         return error(e.status, str(e), e.reason)
+    except ClientDisconnect:  # the client left mid-upload: nothing to answer, nothing left running
+        return gone()
     body = answer if detail else answer["report"]
     return JSONResponse(body, headers=_answer_headers(answer, t0))
 
@@ -242,6 +268,8 @@ async def chat_route(request: Request) -> Response:
         answer = await Front.analyze(req["image"], req["retrieval"], req["max_tools"])
     except BadInput as e:
         return error(e.status, str(e), e.reason)
+    except ClientDisconnect:
+        return gone()
     model = req["model"] or "safetyvlm"
     return JSONResponse(chat_completion(answer, model), headers=_answer_headers(answer, t0))
 
