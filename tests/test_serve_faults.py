@@ -228,9 +228,9 @@ def webp_bomb() -> bytes:
     return bytes(data)
 
 
-def frames(fmt: str, n: int, size=(400, 400)) -> bytes:
+def frames(fmt: str, n: int, size=(400, 400), **kw) -> bytes:
     ims = [Image.new("RGB", size, (i % 256, 40, 90)) for i in range(n)]
-    return encode(ims[0], fmt, save_all=True, append_images=ims[1:])
+    return encode(ims[0], fmt, save_all=True, append_images=ims[1:], **kw)
 
 
 ODD = {  # name -> (bytes, the statuses it may get)
@@ -239,7 +239,7 @@ ODD = {  # name -> (bytes, the statuses it may get)
     "tiff bomb 100000x100000": (tiff_bomb, {413}),
     "webp bomb 16384x16384": (webp_bomb, {413}),
     "animated gif, 300 frames": (lambda: frames("GIF", 300), {200}),
-    "multi-page tiff, 100 pages": (lambda: frames("TIFF", 100, (200, 200)), {200}),
+    "multi-page tiff, 100 pages": (lambda: frames("TIFF", 100, (400, 400), compression="tiff_deflate"), {200}),
     "1x1": (lambda: encode(Image.new("RGB", (1, 1))), {200}),
     "1x10000": (lambda: encode(Image.new("RGB", (1, 10000))), {422}),
     "10000x1": (lambda: encode(Image.new("RGB", (10000, 1))), {422}),
