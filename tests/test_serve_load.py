@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_load_mix_at_concurrency_1_8_32(tmp_path):
-    r = load_test.run({1: 12, 8: 40, 32: 64}, batching_requests=64, overhead_requests=10, workdir=tmp_path,
+    r = load_test.run({1: 12, 8: 40, 32: 64}, batching_requests=64, overhead_requests=16, workdir=tmp_path,
                       time_limit=90)
     print("\n" + load_test.table(r))
     for level in r["levels"]:
