@@ -36,7 +36,7 @@ def test_schemathesis_finds_no_server_error_and_no_spec_violation(srv, tmp_path)
                        "response_schema_conformance",
            "--phases", "examples,coverage,fuzzing", "--request-timeout", "60", "--workers", "1",
            "--suppress-health-check", "all", "--report", "junit", "--report-junit-path", str(report)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=400,
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path,  # its cache dir
                          env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
     tail = out.stdout[-4000:]
     print("\n" + "\n".join(line for line in tail.splitlines() if line.strip())[-2500:])
