@@ -10,7 +10,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,10 +21,10 @@ import pytest
 import requests
 from PIL import Image
 
-import safetyvlm
 from safetyvlm.data.render import render_scene
 from safetyvlm.kb import load_kb
 from safetyvlm.schema import SafetyReport
+from safetyvlm.serve.launch import descendants, free_port, processes, serve_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "models" / "shipped" / "qwen2_5_vl-tiny"
@@ -34,22 +33,6 @@ TOKEN = "tok-" + secrets.token_hex(16)
 MAX_BODY = 300_000
 MAX_PIXELS = 1_000_000
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve_env(home: Path, **extra) -> dict:
-    """The environment of a `bentoml serve` child: this checkout's library first on the path."""
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join([str(Path(safetyvlm.__file__).parents[1]),
-                                          os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    env.update(extra)
-    return env
 
 
 def png_bytes(im: Image.Image, fmt="PNG") -> bytes:
@@ -61,29 +44,6 @@ def png_bytes(im: Image.Image, fmt="PNG") -> bytes:
 def scene(seed=3, size=None) -> Image.Image:
     im, _ = render_scene(seed)
     return im.resize(size) if size else im
-
-
-def processes():
-    """(pid, parent pid, command line) of every process, from /proc."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
-        except (OSError, ValueError, IndexError):
-            continue
-        yield int(stat.parent.name), ppid, cmd
-
-
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for pid, ppid, _ in processes():
-        children.setdefault(ppid, []).append(pid)
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 class Server:

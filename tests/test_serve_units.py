@@ -39,6 +39,14 @@ def test_config_errors_name_the_setting(env, message):
         load_config(environ=env)
 
 
+def test_traffic_limits_from_config():
+    assert load_config(environ={}).traffic() == {"timeout": 120}
+    cfg = load_config(environ={"SAFETYVLM_MAX_CONCURRENCY": "4", "SAFETYVLM_TIMEOUT_S": "3"})
+    assert cfg.traffic() == {"timeout": 3, "max_concurrency": 4}
+    with pytest.raises(ValueError, match="max_concurrency must be >= 1"):
+        load_config(environ={"SAFETYVLM_MAX_CONCURRENCY": "0"})
+
+
 def test_config_file_refuses_unknown_keys(tmp_path):
     f = tmp_path / "serve.yaml"
     f.write_text("max_batchsize: 4\n")

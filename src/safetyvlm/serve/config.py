@@ -36,17 +36,27 @@ class ServeConfig:
     max_pixels: int = 40_000_000       # larger images are refused before decoding (decompression bombs)
     auth_token_env: str = "SAFETYVLM_API_TOKEN"
     workers: int = 1                   # API-server processes (the model runs in its own process)
-    timeout_s: int = 120
+    timeout_s: int = 120              # a request still unanswered after this gets a 504 (BentoML traffic)
+    max_concurrency: int | None = None  # requests in flight per service beyond this get a 429 at once
 
     def __post_init__(self):
         for name in ("max_new_tokens", "max_tools", "max_batch_size", "max_latency_ms", "max_body_bytes",
                      "max_pixels", "workers", "timeout_s"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"serve config: {name} must be >= 1, got {getattr(self, name)!r}")
+        if self.max_concurrency is not None and int(self.max_concurrency) < 1:
+            raise ValueError(f"serve config: max_concurrency must be >= 1, got {self.max_concurrency!r}")
 
     def api_token(self) -> str | None:
         """The bearer token, or None when auth is off (env var unset or empty)."""
         return os.environ.get(self.auth_token_env) or None
+
+    def traffic(self) -> dict:
+        """BentoML's `traffic` for the API server: the timeout (504) and the concurrency cap (429)."""
+        out = {"timeout": self.timeout_s}
+        if self.max_concurrency:
+            out["max_concurrency"] = self.max_concurrency
+        return out
 
     def to_dict(self) -> dict:
         return asdict(self)

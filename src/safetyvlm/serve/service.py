@@ -23,13 +23,14 @@ from pathlib import Path
 import bentoml
 from pydantic import BaseModel
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from safetyvlm.serve.config import load_config
 from safetyvlm.serve.images import BadInput, decode_image
 from safetyvlm.serve.openai_compat import chat_completion, parse_chat_request
+from safetyvlm.serve.openapi import spec
 
 log = logging.getLogger("safetyvlm.serve")
 CONFIG = load_config()
@@ -54,7 +55,9 @@ class Job(BaseModel):
     max_tools: int | None = None
 
 
-@bentoml.service(name="safetyvlm-model", workers=1, traffic={"timeout": CONFIG.timeout_s})
+# the model's own timeout is longer than the API server's, so a slow request ends as the API server's
+# 504, never as a model-side error
+@bentoml.service(name="safetyvlm-model", workers=1, traffic={"timeout": CONFIG.timeout_s + 30})
 class VLMRunner:
     def __init__(self) -> None:
         from safetyvlm.serve.analyzer import Analyzer
@@ -64,9 +67,29 @@ class VLMRunner:
     def __is_ready__(self) -> bool:
         return getattr(self, "analyzer", None) is not None
 
-    @bentoml.api(batchable=True, max_batch_size=CONFIG.max_batch_size, max_latency_ms=CONFIG.max_latency_ms)
+    # max_batch_size 1 turns batching off (BentoML refuses a batchable API with batches of 1): the same
+    # list-in, list-out method, called once per request
+    @bentoml.api(**({"batchable": True, "max_batch_size": CONFIG.max_batch_size,
+                     "max_latency_ms": CONFIG.max_latency_ms} if CONFIG.max_batch_size > 1 else {}))
     def analyze_batch(self, jobs: list[Job]) -> list[dict]:
         BATCH_SIZE.observe(len(jobs))
+        return self._isolating(jobs)
+
+    def _isolating(self, jobs: list[Job]) -> list[dict]:
+        """The batch's answers; when an image makes the model raise (e.g. an aspect ratio its processor
+        refuses), halve the batch and retry, so only that request gets an error and its batch-mates still
+        get their reports (one bad image among n costs about log2(n) extra passes)."""
+        try:
+            return self._analyze(jobs)
+        except Exception as e:
+            if len(jobs) > 1:
+                half = len(jobs) // 2
+                return self._isolating(jobs[:half]) + self._isolating(jobs[half:])
+            log.warning("the model failed on one image: %s: %s", type(e).__name__, e)
+            return [{"error": f"the model could not process this image ({type(e).__name__}: {e})",
+                     "reason": "model_error"}]
+
+    def _analyze(self, jobs: list[Job]) -> list[dict]:
         images = [decode_image(j.image, max_bytes=CONFIG.max_body_bytes, max_pixels=CONFIG.max_pixels)
                   for j in jobs]
         answers = self.analyzer.analyze(images, [j.retrieval for j in jobs], [j.max_tools for j in jobs])
@@ -81,6 +104,12 @@ def error(status: int, message: str, reason: str, headers: dict | None = None) -
     """Every refusal has this shape: {"error": what is wrong, "reason": a stable code}."""
     REJECTED.labels(reason=reason).inc()
     return JSONResponse({"error": message, "reason": reason}, status_code=status, headers=headers)
+
+
+def gone() -> Response:
+    """The answer to a client that disconnected mid-upload (nobody reads it; 499 as nginx logs it)."""
+    REJECTED.labels(reason="client_disconnected").inc()
+    return Response(status_code=499)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -144,6 +173,16 @@ async def image_from_request(request: Request) -> tuple[bytes, dict]:
                    "wrong_content_type")
 
 
+MODEL_CALL_ATTEMPTS = 3
+
+
+def _dropped_connection(e: BaseException) -> bool:
+    """A transport failure between the two processes (not an answer of the model)."""
+    return isinstance(e, ConnectionError) or any(
+        k in type(e).__name__ for k in ("Disconnected", "ConnectionError", "ClientOSError", "RemoteProtocol",
+                                        "ReadError", "WriteError", "ConnectError"))
+
+
 class ModelUnavailable(BadInput):
     """Not the client's fault, but still a clean JSON answer (503, retry) instead of a stack trace."""
 
@@ -176,11 +215,21 @@ class Front:
         # photo would otherwise stall every other request on this event loop
         await asyncio.to_thread(decode_image, image, max_bytes=CONFIG.max_body_bytes, max_pixels=CONFIG.max_pixels)
         job = Job(image=image, retrieval=retrieval, max_tools=max_tools)
-        try:
-            [answer] = await cls.service.runner.to_async.analyze_batch([job])
-        except Exception as e:  # the model process is down, restarting or overloaded: retryable, not a crash
-            log.error("model call failed: %s: %s", type(e).__name__, e)
-            raise ModelUnavailable() from None
+        for attempt in range(MODEL_CALL_ATTEMPTS):
+            try:
+                [answer] = await cls.service.runner.to_async.analyze_batch([job])
+                break
+            except Exception as e:  # the model process is down, restarting or overloaded: retryable
+                if attempt + 1 < MODEL_CALL_ATTEMPTS and _dropped_connection(e):
+                    # under load the pooled connection to the model process is at times closed under a
+                    # request (aiohttp ServerDisconnectedError); the analysis is idempotent, so send it again
+                    log.warning("model call retried after %s", type(e).__name__)
+                    await asyncio.sleep(0.05 * (attempt + 1))
+                    continue
+                log.error("model call failed: %s: %s", type(e).__name__, e)
+                raise ModelUnavailable() from None
+        if "error" in answer:  # the model raised on this image alone (see VLMRunner.analyze_batch)
+            raise BadInput(422, answer["error"], answer["reason"])
         return answer
 
 
@@ -202,6 +251,8 @@ async def analyze_route(request: Request) -> Response:
         answer = await Front.analyze(image, retrieval, max_tools)
     except BadInput as e:
         return error(e.status, str(e), e.reason)
+    except ClientDisconnect:  # the client left mid-upload: nothing to answer, nothing left running
+        return gone()
     body = answer if detail else answer["report"]
     return JSONResponse(body, headers=_answer_headers(answer, t0))
 
@@ -217,6 +268,8 @@ async def chat_route(request: Request) -> Response:
         answer = await Front.analyze(req["image"], req["retrieval"], req["max_tools"])
     except BadInput as e:
         return error(e.status, str(e), e.reason)
+    except ClientDisconnect:
+        return gone()
     model = req["model"] or "safetyvlm"
     return JSONResponse(chat_completion(answer, model), headers=_answer_headers(answer, t0))
 
@@ -240,7 +293,12 @@ async def info_route(request: Request) -> Response:
                          "auth": CONFIG.api_token() is not None})
 
 
+async def openapi_route(request: Request) -> Response:
+    return JSONResponse(spec())
+
+
 api = Starlette(routes=[
+    Route("/openapi.json", openapi_route, methods=["GET"]),
     Route("/analyze", analyze_route, methods=["POST"]),
     Route("/v1/chat/completions", chat_route, methods=["POST"]),
     Route("/v1/models", models_route, methods=["GET"]),
@@ -294,7 +352,7 @@ class Gate:
         return await self.app(scope, receive, send)
 
 
-@bentoml.service(name="safetyvlm", workers=CONFIG.workers, traffic={"timeout": CONFIG.timeout_s},
+@bentoml.service(name="safetyvlm", workers=CONFIG.workers, traffic=CONFIG.traffic(),
                  labels={"project": "safetyvlm"})
 @bentoml.asgi_app(api, path="/")
 class SafetyVLM:
