@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from project_copy import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 CHEAP = ["dataset", "base"]  # the stages these tests run; `base` is the foreach group (both families)
@@ -92,13 +93,7 @@ def built(tmp_path_factory):
     sizes, the cheap stages run and everything committed."""
     path = tmp_path_factory.mktemp("built") / "p"
     path.mkdir()
-    for name in ("dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".gitignore"):
-        shutil.copy(ROOT / name, path / name)
-    for name in ("stages", "src", "data/raw", "models/shipped"):
-        shutil.copytree(ROOT / name, path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((path / "params.yaml").read_text())
-    params["dataset"]["sizes"] = {"train": 12, "valid": 4, "test": 4}
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    copy_project(path, extra_files=(".dvcignore", ".gitignore"))
     env = base_env(path)
     run(["git", "init", "-q"], path, env)
     run(["git", "config", "user.name", "test"], path, env)

@@ -1,13 +1,13 @@
 """The DVC pipeline as a user runs it: `dvc repro` in a fresh git repo, then a no-op second run."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from project_copy import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,13 +21,7 @@ def run(cmd, cwd, env):
 @pytest.fixture()
 def project(tmp_path):
     """A copy of the project (pipeline, stages, library) in a new git + dvc repo, with small sizes."""
-    for name in ("dvc.yaml", "params.yaml", "pyproject.toml"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    for name in ("stages", "src", "data/raw", "models/shipped"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["dataset"]["sizes"] = {"train": 12, "valid": 4, "test": 4}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    copy_project(tmp_path)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(tmp_path / "src")}
     run(["git", "init", "-q"], tmp_path, env)
     run(["dvc", "init", "-q"], tmp_path, env)

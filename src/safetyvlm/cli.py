@@ -84,12 +84,7 @@ def predict(images, model_dir: str, max_new_tokens: int | None, batch_size: int,
 
 
 def _param(section: str, key: str, default):
-    try:
-        import yaml
-
-        return yaml.safe_load(open("params.yaml"))[section][key]
-    except (OSError, KeyError, TypeError):
-        return default
+    return _section(section).get(key, default)
 
 
 @main.group()
@@ -208,11 +203,12 @@ def eval_model(model_dir: str, split: str, dataset_dir: str, images: int | None,
 
 
 def _section(name: str) -> dict:
+    """A section of ./params.yaml as a dict; {} without the file or the section."""
     try:
         import yaml
 
         return dict(yaml.safe_load(open("params.yaml")).get(name) or {})
-    except OSError:
+    except (OSError, AttributeError, TypeError, ValueError):
         return {}
 
 

@@ -80,7 +80,7 @@ def make_judge(cfg: EvalConfig, claims):
     from safetyvlm.eval.judge import LocalJudge, OpenAIJudge
 
     if cfg.judge == "openai":
-        return OpenAIJudge(**{k: v for k, v in cfg.openai.items() if v is not None or k == "base_url"})
+        return OpenAIJudge(**{k: v for k, v in cfg.openai.items() if v is not None})  # None: the judge's default
     return LocalJudge(claims=claims)
 
 

@@ -159,10 +159,7 @@ def _no_pairs(model_dir, family: str, cfg: PrefsConfig, out_dir, info: dict) -> 
 def _dpo(model, processor, cfg: PrefsConfig, pairs, peft_config, out: Path, cuda: bool, ckpt: bool):
     from trl import DPOConfig, DPOTrainer
 
-    if pairs is None or len(pairs) == 0:
-        raise ValueError("grpo.method=dpo needs preference pairs, but the grpo-pairs stage kept none "
-                         "(see metrics/pairs.json); lower grpo.pairs.margin or use grpo.method=grpo")
-    p = cfg.dpo
+    p = cfg.dpo  # empty pairs never get here: train_preferences copies the model instead (_no_pairs)
     train = pairs.select_columns(["images", "prompt", "chosen", "rejected"])
     args = DPOConfig(max_steps=p.steps, per_device_train_batch_size=p.batch_size,
                      gradient_accumulation_steps=p.grad_accum, learning_rate=p.lr, beta=p.beta,
