@@ -18,8 +18,10 @@ Configuration names (comma-separated, run in order):
                                            (model/memory.py); prof: one step under torch.profiler;
                                            liger: SFTConfig(use_liger_kernel=True)
   gen:bf16|4bit:dynamic|static:bN          greedy generation, 128 new tokens forced
-  dpo:bf16|4bit[:bsN] / grpo:bf16|4bit     steps of prefs.train's DPO / GRPO trainers (LoRA v+l)
+  dpo:bf16|4bit[:bsN][:ckpt] / grpo:...     steps of prefs.train's DPO / GRPO trainers (LoRA v+l)
   census:bf16|4bit                         parameter bytes per module group and dtype after loading
+  analyze:bN                               the service's Analyzer (what /analyze runs after decoding the
+                                           upload) on N images in one batch, no retrieval, bf16
 MFU = model FLOPs per token (4 x frozen params + 6 x trainable params: forward + input gradients, and
 weight gradients only where trained; recomputation of checkpointing not counted) x real tokens per
 second / the measured matmul rate.
@@ -482,14 +484,55 @@ class Bench:
                 out = model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, **kw)
                 sync(self.device)
                 runs.append(time.perf_counter() - t)
+            # the prefill alone (image encoding + prompt + the first token), to separate decode speed
+            prefill = []
+            for _ in range(3):
+                t = time.perf_counter()
+                model.generate(**inputs, max_new_tokens=1, min_new_tokens=1, **kw)
+                sync(self.device)
+                prefill.append(time.perf_counter() - t)
         new = out.shape[1] - inputs["input_ids"].shape[1]
         secs = min(runs)
+        first = min(prefill)
         return {"quant": quant, "cache": cache, "batch": b, "prompt_tokens": int(inputs["input_ids"].shape[1]),
                 "new_tokens": int(new), "gen_seconds": round(secs, 2), "warmup_seconds": round(warm, 1),
                 "tokens_per_s": round(b * new / secs, 1), "runs": [round(r, 2) for r in runs],
+                "prefill_seconds": round(first, 3),
+                # decode rate: tokens after the first over the time after the prefill
+                "decode_tokens_per_s": round(b * (new - 1) / max(secs - first, 1e-9), 1),
+                "ms_per_decode_step": round(1e3 * (secs - first) / max(new - 1, 1), 2),
                 **mem_peak(self.device)}
 
-    def prefs(self, method, quant, bs=None):
+    def analyze(self, b):
+        """The service's model side (`serve.analyzer.Analyzer`, what `/analyze` calls after decoding the
+        upload): load as the service does, answer `b` images in one batch without retrieval."""
+        from safetyvlm.serve.analyzer import Analyzer
+        from safetyvlm.serve.config import ServeConfig
+
+        self.unload()
+        mem_reset(self.device)
+        an = Analyzer(ServeConfig(model=str(self.ckpt), device=self.device, dtype="bfloat16" if self.cuda else "float32",
+                                  max_new_tokens=self.args.gen_tokens, max_batch_size=max(b, 8)))
+        images = [r["image"].convert("RGB") for r in self.data(b)]
+        try:
+            an.analyze(images, [False] * b, [None] * b)  # warm-up
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                answers = an.analyze(images, [False] * b, [None] * b)
+                sync(self.device)
+                times.append(time.perf_counter() - t)
+            new = [len(an.processor.tokenizer(a.raw_text, add_special_tokens=False)["input_ids"]) for a in answers]
+            med = statistics.median(times)
+            return {"batch": b, "retrieval": False, "latency_ms": round(1e3 * med, 1),
+                    "ms_per_image": round(1e3 * med / b, 1), "runs_ms": [round(1e3 * t, 1) for t in times],
+                    "new_tokens_mean": round(statistics.mean(new), 1), "max_new_tokens": self.args.gen_tokens,
+                    "load_seconds": an.load_seconds, **mem_peak(self.device)}
+        finally:
+            del an
+            self.unload()
+
+    def prefs(self, method, quant, bs=None, ckpt=False):
         from transformers import TrainerCallback
 
         from safetyvlm.model.lora import make_lora_config
@@ -506,6 +549,10 @@ class Bench:
         hook = None
         if self.family == "mllama":
             hook = pt.extend_cross_attention_mask(model)
+            if ckpt:
+                from safetyvlm.model.memory import checkpoint_mllama_vision
+
+                checkpoint_mllama_vision(model)
         split = self.data(16)
         mem_reset(self.device)
         times = []
@@ -521,17 +568,17 @@ class Bench:
 
         if method == "dpo":
             trainer, data_info = pt._dpo(model, processor, cfg, dpo_pairs(split, processor, self.family),
-                                         peft_config, self.out, self.cuda)
+                                         peft_config, self.out, self.cuda, ckpt)
         else:
             trainer, data_info = pt._grpo(model, processor, self.family, cfg, split, peft_config, self.out,
-                                          self.cuda)
+                                          self.cuda, ckpt)
         trainer.add_callback(Timer())
         try:
             trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
             trainer.train()
             hist = pt._history(trainer)
             measured = times[1:] or times
-            return {"method": method, "quant": quant, "steps": len(times), "s_per_step": round(statistics.median(measured), 3),
+            return {"method": method, "quant": quant, "grad_ckpt": ckpt, "steps": len(times), "s_per_step": round(statistics.median(measured), 3),
                     "step_times": [round(t, 2) for t in times], "trainable_parameters": trainable,
                     "batch": (bs or 4) if method == "dpo" else 8,
                     "completion_length": self.args.grpo_len if method == "grpo" else None,
@@ -553,11 +600,13 @@ class Bench:
             return self.record(name, lambda: self.train(strategy, quant, ck == "ckpt1", backend, int(bs[2:]),
                                                         head="nohead" not in rest, liger="liger" in rest,
                                                         prof="prof" in rest, vckpt="vckpt" in rest))
+        if kind == "analyze":
+            return self.record(name, lambda: self.analyze(int(parts[1][1:])))
         if kind == "gen":
             return self.record(name, lambda: self.gen(parts[1], parts[2], int(parts[3][1:])))
         if kind in ("dpo", "grpo"):
-            bs = int(parts[2][2:]) if len(parts) > 2 else None
-            return self.record(name, lambda: self.prefs(kind, parts[1], bs))
+            bs = next((int(p[2:]) for p in parts[2:] if p.startswith("bs")), None)
+            return self.record(name, lambda: self.prefs(kind, parts[1], bs, ckpt="ckpt" in parts[2:]))
         raise ValueError(f"unknown config {name!r}")
 
 

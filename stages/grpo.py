@@ -10,6 +10,7 @@ from datasets import load_from_disk
 
 from safetyvlm.data.dataset import load_dataset_dir
 from safetyvlm.io import atomic_write_json
+from safetyvlm.model.distributed import is_main_process, relaunch_if_distributed
 from safetyvlm.prefs.config import PrefsConfig
 from safetyvlm.prefs.train import train_preferences
 
@@ -18,12 +19,16 @@ family = sys.argv[1]
 params = yaml.safe_load(open("params.yaml"))
 cfg = PrefsConfig.from_dict(params["grpo"])
 ft = params["finetune"]
+# several GPUs (or gloo CPU processes): the same finetune.distributed / processes as the finetune stage
+relaunch_if_distributed(ft.get("distributed", "none"), ft.get("processes"), __file__, [family])
 metrics = train_preferences(
     f"models/finetune/{family}-{cfg.strategy}/merged", family, cfg, f"models/final/{family}",
     pairs=load_from_disk(f"data/pairs/{family}") if cfg.method == "dpo" else None,
     train_split=load_dataset_dir("data/dataset")["train"] if cfg.method == "grpo" else None,
     backend=ft.get("backend", "auto"), load_in_4bit=ft.get("load_in_4bit", False),
-    gradient_checkpointing=ft.get("gradient_checkpointing", False))
+    gradient_checkpointing=ft.get("gradient_checkpointing", False), distributed=ft.get("distributed", "none"))
+if not is_main_process():
+    sys.exit(0)
 atomic_write_json(f"metrics/grpo/{family}.json", metrics)
 atomic_write_json(f"metrics/grpo/{family}-log.json", json.load(open(f"models/final/{family}/train_log.json")))
 print(json.dumps({k: metrics[k] for k in ("family", "method", "train_seconds", "first", "last")}))

@@ -1,4 +1,6 @@
-"""Distributed finetune on CPU: 2 torchrun processes (gloo) against 1 process with the doubled batch."""
+"""Distributed finetune and preference training on CPU: 2 torchrun processes (gloo) against 1 process
+with the doubled batch. (FSDP needs GPUs: on CPU processes Accelerate runs DDP, so it is measured on the
+GPU machine, benchmarks/ddp_scaling.py.)"""
 
 import json
 import os
@@ -20,6 +22,28 @@ import json, sys
 from safetyvlm.model.finetune import FinetuneConfig, finetune
 cfg = FinetuneConfig(**json.loads(sys.argv[1]))
 m = finetune(sys.argv[2], sys.argv[3], "qwen2_5_vl", "language", cfg, sys.argv[4])
+print("METRICS", json.dumps(m))
+"""
+
+
+DPO_RUN = """
+import json, sys
+from datasets import Dataset
+from safetyvlm.data.dataset import load_dataset_dir
+from safetyvlm.model.boxes import model_frame
+from safetyvlm.model.finetune import report_of
+from safetyvlm.model.loader import load_model
+from safetyvlm.model.prompts import assistant_message, build_messages, target_text
+from safetyvlm.prefs.config import PrefsConfig
+from safetyvlm.prefs.train import train_preferences
+cfg, base, data, out, mode = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+_, processor, _ = load_model(base, dtype="float32")
+frame = model_frame("qwen2_5_vl", processor)
+rows = [{"images": [r["image"]], "prompt": build_messages(),
+         "chosen": [assistant_message(target_text(report_of(r["instances"]), r["image"].size, frame))],
+         "rejected": [assistant_message('{"tools": []}')]} for r in load_dataset_dir(data)["train"].select(range(8))]
+m = train_preferences(base, "qwen2_5_vl", PrefsConfig.from_dict(cfg), out, pairs=Dataset.from_list(rows),
+                      backend="hf", distributed=mode)
 print("METRICS", json.dumps(m))
 """
 
@@ -102,5 +126,41 @@ def test_launch_command_and_mode_checks(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     relaunch_if_distributed("ddp", 2, "x.py", [])  # already under torchrun: returns
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert trainer_args("fsdp")["fsdp"] == "full_shard auto_wrap"
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # no GPU here: only the arguments are built
+    fsdp = trainer_args("fsdp")
+    assert fsdp["fsdp"] is True and fsdp["fsdp_config"]["version"] == 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CPU processes: Accelerate would run DDP
+    assert trainer_args("fsdp") == {"ddp_find_unused_parameters": True}
     assert trainer_args("ddp") == {"ddp_find_unused_parameters": True}
+
+
+def _dpo(cfg: dict, dataset_dir, out: Path, processes: int = 1) -> list[dict]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    script = out.parent / "run_dpo.py"
+    script.write_text(DPO_RUN)
+    args = [json.dumps(cfg), str(SHIPPED / "qwen2_5_vl-tiny"), str(dataset_dir), str(out),
+            "ddp" if processes > 1 else "none"]
+    cmd = launch_command(str(script), args, processes) if processes > 1 else [sys.executable, str(script), *args]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "train_log.json").read_text())
+
+
+@pytest.mark.slow
+def test_dpo_on_two_gloo_processes_follows_one_process_with_the_doubled_batch(dataset_dir, tmp_path):
+    common = {"method": "dpo", "strategy": "language", "log_every": 1, "seed": 0}
+    one = _dpo({**common, "dpo": {"steps": 3, "batch_size": 4, "lr": 5e-3}}, dataset_dir, tmp_path / "one" / "out")
+    two = _dpo({**common, "dpo": {"steps": 3, "batch_size": 2, "lr": 5e-3}}, dataset_dir, tmp_path / "two" / "out", 2)
+    assert len(one) == len(two) == 3
+    assert two[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at step 1: log(2)
+    # the same 4 pairs a step, split over two ranks, gradients averaged: the same trajectory
+    for a, b in zip(one, two):
+        assert b["loss"] == pytest.approx(a["loss"], rel=0.02, abs=1e-3)
+        assert b["rewards/margins"] == pytest.approx(a["rewards/margins"], rel=0.05, abs=2e-3)
+    assert two[-1]["loss"] < two[0]["loss"]
+    metrics = json.loads((tmp_path / "two" / "out" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["distributed"] == "ddp" and metrics["trained"]
+    assert (tmp_path / "two" / "out" / "merged" / "model.safetensors").exists()
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["out", "run_dpo.py"]  # rank 0 wrote alone

@@ -6,7 +6,7 @@
     torchrun --standalone --nproc_per_node N stages/finetune.py <family> <strategy>
 
 (the command a user can also type). Under torchrun the Trainer (Accelerate underneath) sets up DDP, or
-FSDP with `fsdp="full_shard auto_wrap"`, averages gradients across ranks and accumulates them per rank;
+FSDP2 (`fsdp=True`, full sharding), averages gradients across ranks and accumulates them per rank;
 each rank reads its own share of every global batch. Only rank 0 writes outputs and metrics:
 `output_dir` gives the other ranks a scratch dir that is thrown away.
 """
@@ -75,6 +75,37 @@ def output_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def fsdp_enabled(trainer) -> bool:
+    return getattr(trainer, "is_fsdp_enabled", False)
+
+
+def save_adapter_and_merged(trainer, out: Path, reload_base) -> object | None:
+    """Write `out/adapter` (the trained LoRA) and `out/merged` (base + adapter merged) on rank 0; returns
+    the merged model there, None on the other ranks. Every rank must call it.
+
+    Under DDP (or one process) the adapter is merged in place. Under FSDP each rank holds a shard:
+    `trainer.save_model` gathers the full adapter state (a collective, hence every rank), then rank 0
+    merges it into a freshly loaded base (`reload_base()` -> model) instead of the sharded one.
+    """
+    from peft import PeftModel
+
+    if not fsdp_enabled(trainer):
+        if not is_main_process():
+            return None
+        model = trainer.model
+        model.save_pretrained(out / "adapter")
+        merged = model.merge_and_unload()
+        merged.save_pretrained(out / "merged", safe_serialization=True)
+        return merged
+    trainer.save_model(str(out / "adapter"))
+    if not is_main_process():
+        return None
+    (out / "adapter" / "training_args.bin").unlink(missing_ok=True)  # a pickle: not part of our outputs
+    merged = PeftModel.from_pretrained(reload_base(), out / "adapter").merge_and_unload()
+    merged.save_pretrained(out / "merged", safe_serialization=True)
+    return merged
+
+
 def trainer_args(mode: str) -> dict:
     """Extra TrainingArguments for `mode` (only meaningful under torchrun)."""
     if mode == "none" or world_size() == 1:
@@ -82,5 +113,15 @@ def trainer_args(mode: str) -> dict:
     # LoRA leaves whole towers untouched (vision-only / language-only): DDP must expect unused parameters
     extra = {"ddp_find_unused_parameters": True}
     if mode == "fsdp":
-        extra = {"fsdp": "full_shard auto_wrap", "fsdp_config": {"use_orig_params": True}}
+        import torch
+
+        if not torch.cuda.is_available():  # Accelerate applies FSDP to GPUs only; CPU processes get DDP
+            import logging
+
+            logging.getLogger("safetyvlm.distributed").warning(
+                "finetune.distributed=fsdp without CUDA: Accelerate runs DDP across the CPU processes")
+            return extra
+        # FSDP2 (transformers' default), parameters and gradients sharded, full state dict gathered to save
+        extra = {"fsdp": True, "fsdp_config": {"version": 2, "reshard_after_forward": True,
+                                               "state_dict_type": "FULL_STATE_DICT"}}
     return extra

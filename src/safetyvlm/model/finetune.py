@@ -221,12 +221,13 @@ def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str
         trainer.train(resume_from_checkpoint=resume)
         train_seconds = time.perf_counter() - start
         history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
-        model = trainer.model
+
+        def reload_base():  # FSDP only: the trained model is sharded across ranks
+            return load_model(base_path, family=family, backend="hf", dtype="bfloat16" if cuda else "float32")[0]
+
+        merged = dist.save_adapter_and_merged(trainer, tmp, reload_base)
         if not dist.is_main_process():  # rank 0 writes everything; the others are done
             return {"rank": dist.rank(), "final_loss": history[-1]["loss"] if history else None}
-        model.save_pretrained(tmp / "adapter")
-        merged = model.merge_and_unload()
-        merged.save_pretrained(tmp / "merged", safe_serialization=True)
         processor.save_pretrained(tmp / "merged")
         for name in ("safetyvlm_preset.json",):
             src = Path(info["path"]) / name

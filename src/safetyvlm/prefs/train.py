@@ -3,6 +3,9 @@ with the verifiable rewards of `rewards.py`. Both add a LoRA adapter with the fi
 strategy patterns (`lora.py`), load through the one loader (same backend rules as the finetune), and
 save the adapter, the merged model with its processor, the training log and metrics.
 
+Under torchrun (`finetune.distributed: ddp | fsdp`, the grpo stage relaunches itself like the finetune)
+the Trainer runs the method across ranks and only rank 0 writes (`model/distributed.py`).
+
 DPO's reference model is the fine-tuned model itself: with a PEFT adapter TRL disables the adapter to
 get the reference log-probabilities, so no second copy is held in memory.
 """
@@ -63,10 +66,14 @@ def extend_cross_attention_mask(model) -> None:
     model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
-def _common_args(cfg: PrefsConfig, out: Path, cuda: bool, gradient_checkpointing: bool = False) -> dict:
+def _common_args(cfg: PrefsConfig, out: Path, cuda: bool, gradient_checkpointing: bool = False,
+                 distributed: str = "none") -> dict:
+    from safetyvlm.model.distributed import trainer_args
+
     return dict(output_dir=str(out / "trainer"), logging_steps=cfg.log_every, save_strategy="no",
                 report_to=[], use_cpu=not cuda, bf16=cuda, seed=cfg.seed, lr_scheduler_type="constant",
-                dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=gradient_checkpointing)
+                dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=gradient_checkpointing,
+                **trainer_args(distributed))
 
 
 def _history(trainer) -> list[dict]:
@@ -81,15 +88,16 @@ def _history(trainer) -> list[dict]:
 
 def train_preferences(model_dir: str | Path, family: str, cfg: PrefsConfig, out_dir: str | Path, *,
                       pairs=None, train_split=None, backend: str = "auto", load_in_4bit: bool = False,
-                      gradient_checkpointing: bool = False) -> dict:
+                      gradient_checkpointing: bool = False, distributed: str = "none") -> dict:
     """Run `cfg.method` on the model in `model_dir`; write `out_dir/{adapter,merged,train_log.json,
     metrics.json,config.json}` atomically and return the metrics.
 
     `pairs`: the grpo-pairs dataset (dpo); `train_split`: the dataset's train split (grpo prompts).
+    `distributed`: none | ddp | fsdp, when run under torchrun (only rank 0 writes; others return {}).
     """
     import torch
 
-    from safetyvlm.io import atomic_output_dir
+    from safetyvlm.model import distributed as dist
     from safetyvlm.model.loader import load_model
     from safetyvlm.model.lora import count_lora_layers, make_lora_config
 
@@ -105,23 +113,32 @@ def train_preferences(model_dir: str | Path, family: str, cfg: PrefsConfig, out_
                 "aspect_ratio_ids / aspect_ratio_mask to the model when it scores completions "
                 "(ValueError: `aspect_ratio_ids` must be provided); use grpo.method=dpo for Mllama")
         extend_cross_attention_mask(model)
+        if gradient_checkpointing:
+            from safetyvlm.model.memory import checkpoint_mllama_vision
+
+            checkpoint_mllama_vision(model)  # transformers' checkpointing skips the vision layers (memory.py)
     if cfg.method == "dpo" and (pairs is None or len(pairs) == 0):
-        return _no_pairs(model_dir, family, cfg, out_dir, info)
-    with atomic_output_dir(out_dir) as tmp:
+        return _no_pairs(model_dir, family, cfg, out_dir, info) if dist.is_main_process() else {}
+    with dist.output_dir(out_dir) as tmp:
         start = time.perf_counter()
         if cfg.method == "dpo":
-            trainer, data_info = _dpo(model, processor, cfg, pairs, peft_config, tmp, cuda, gradient_checkpointing)
+            trainer, data_info = _dpo(model, processor, cfg, pairs, peft_config, tmp, cuda, gradient_checkpointing,
+                                      distributed)
         else:
             trainer, data_info = _grpo(model, processor, family, cfg, train_split, peft_config, tmp, cuda,
-                                       gradient_checkpointing)
+                                       gradient_checkpointing, distributed)
         lora_layers = count_lora_layers(trainer.model)
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         trainer.train()
         seconds = time.perf_counter() - start
         history = _history(trainer)
-        trainer.model.save_pretrained(tmp / "adapter")
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(tmp / "merged", safe_serialization=True)
+
+        def reload_base():  # FSDP only: the trained model is sharded across ranks
+            return load_model(model_dir, family=family, backend="hf", dtype="bfloat16" if cuda else "float32")[0]
+
+        dist.save_adapter_and_merged(trainer, tmp, reload_base)
+        if not dist.is_main_process():
+            return {}
         processor.save_pretrained(tmp / "merged")
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
         first = next((h for h in history if "loss" in h), {})
@@ -129,7 +146,8 @@ def train_preferences(model_dir: str | Path, family: str, cfg: PrefsConfig, out_
         metrics = {
             "family": family, "method": cfg.method, "strategy": cfg.strategy, "start_model": str(model_dir),
             "backend": info["backend"], "device": info["device"], "trainable_parameters": trainable,
-            "lora_layers": lora_layers, "trained": True, "train_seconds": round(seconds, 1), **data_info,
+            "lora_layers": lora_layers, "trained": True, "distributed": distributed,
+            "world_size": dist.world_size(), "train_seconds": round(seconds, 1), **data_info,
             "first": first, "last": last,
         }
         (tmp / "train_log.json").write_text(json.dumps(history, indent=1) + "\n")
@@ -156,21 +174,22 @@ def _no_pairs(model_dir, family: str, cfg: PrefsConfig, out_dir, info: dict) -> 
     return metrics
 
 
-def _dpo(model, processor, cfg: PrefsConfig, pairs, peft_config, out: Path, cuda: bool, ckpt: bool):
+def _dpo(model, processor, cfg: PrefsConfig, pairs, peft_config, out: Path, cuda: bool, ckpt: bool = False,
+         distributed: str = "none"):
     from trl import DPOConfig, DPOTrainer
 
     p = cfg.dpo  # empty pairs never get here: train_preferences copies the model instead (_no_pairs)
     train = pairs.select_columns(["images", "prompt", "chosen", "rejected"])
     args = DPOConfig(max_steps=p.steps, per_device_train_batch_size=p.batch_size,
                      gradient_accumulation_steps=p.grad_accum, learning_rate=p.lr, beta=p.beta,
-                     loss_type=[p.loss_type], max_length=None, **_common_args(cfg, out, cuda, ckpt))
+                     loss_type=[p.loss_type], max_length=None, **_common_args(cfg, out, cuda, ckpt, distributed))
     trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=processor,
                          peft_config=peft_config)
     return trainer, {"pairs": len(pairs), "steps": p.steps}
 
 
 def _grpo(model, processor, family: str, cfg: PrefsConfig, train_split, peft_config, out: Path, cuda: bool,
-          ckpt: bool):
+          ckpt: bool = False, distributed: str = "none"):
     from trl import GRPOConfig, GRPOTrainer
 
     from safetyvlm.kb import load_kb
@@ -185,7 +204,7 @@ def _grpo(model, processor, family: str, cfg: PrefsConfig, train_split, peft_con
     args = GRPOConfig(max_steps=g.steps, per_device_train_batch_size=g.batch_size,
                       num_generations=g.num_generations, max_completion_length=g.max_completion_length,
                       temperature=g.temperature, beta=g.beta, learning_rate=g.lr,
-                      reward_weights=scorer.active_weights(), **_common_args(cfg, out, cuda, ckpt))
+                      reward_weights=scorer.active_weights(), **_common_args(cfg, out, cuda, ckpt, distributed))
     trainer = GRPOTrainer(model=model, reward_funcs=scorer.reward_functions(), args=args,
                           train_dataset=prompts, processing_class=processor, peft_config=peft_config)
     return trainer, {"prompts": len(prompts), "steps": g.steps}
