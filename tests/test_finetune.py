@@ -101,3 +101,14 @@ def test_predict_rejects_a_file_that_is_not_an_image(tmp_path):
     bad.write_text("hello")
     result = CliRunner().invoke(main, ["predict", str(bad), "--model", str(SHIPPED / "mllama-tiny")])
     assert result.exit_code != 0 and "not a readable image" in result.output
+
+
+def test_answer_only_loss_follows_the_transformers_version(monkeypatch, caplog):
+    import transformers
+
+    from safetyvlm.model.finetune import answer_only_loss_supported
+
+    assert answer_only_loss_supported()  # the project's pin (5.24)
+    monkeypatch.setattr(transformers, "__version__", "5.17.0")  # unsloth's environment
+    assert not answer_only_loss_supported()
+    assert "whole sequence" in caplog.text

@@ -106,3 +106,41 @@ def test_benchmark_runs_on_the_gpu(tmp_path):
     assert all(r["ok"] for r in rows), [r.get("error") for r in rows]
     train = rows[2]
     assert train["s_per_step"] > 0 and 0 < train["mfu"] < 1 and train["peak_alloc_gib"] > 0
+
+
+@pytest.mark.slow
+def test_benchmark_code_paths_run_on_cpu_with_the_tiny_preset(tmp_path):
+    """The same script the GPU runs: the service's Analyzer, decode-rate split, DPO with Mllama's vision
+    checkpointing. Only the code paths are checked here (CPU timings mean nothing)."""
+    configs = ["build", "analyze:b2", "gen:bf16:dynamic:b2", "dpo:bf16:bs2:ckpt"]
+    _bench().main(["--preset", "tiny", "--device", "cpu", "--family", "mllama", "--out", str(tmp_path),
+                   "--ckpt", str(tmp_path / "ckpt"), "--gen-tokens", "8", "--pref-steps", "2",
+                   "--image-px", "224", "--configs", ",".join(configs)])
+    rows = {r["config"]: r for r in json.loads((tmp_path / "mllama-run.json").read_text())}
+    assert all(r["ok"] for r in rows.values()), [r.get("error") for r in rows.values()]
+    analyze = rows["analyze:b2"]
+    assert analyze["batch"] == 2 and len(analyze["runs_ms"]) == 3 and analyze["ms_per_image"] > 0
+    gen = rows["gen:bf16:dynamic:b2"]
+    assert gen["new_tokens"] == 8 and 0 < gen["prefill_seconds"] < gen["gen_seconds"]
+    # the decode rate leaves the prefill out: faster than the end-to-end rate
+    assert gen["decode_tokens_per_s"] > gen["tokens_per_s"] > 0 and gen["ms_per_decode_step"] > 0
+    dpo = rows["dpo:bf16:bs2:ckpt"]
+    assert dpo["grad_ckpt"] and dpo["steps"] == 2 and dpo["method"] == "dpo"
+
+
+@pytest.mark.slow
+def test_scaling_script_runs_two_cpu_processes_and_reports_efficiency(tmp_path):
+    import subprocess
+
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ddp_scaling.py"), "--device", "cpu",
+                           "--ckpt", str(ROOT / "models" / "shipped" / "qwen2_5_vl-tiny"), "--gpus", "1,2",
+                           "--steps", "3", "--warmup", "1", "--image-px", "224", "--batch", "2",
+                           "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "ddp_scaling_cpu_ddp_bf16.json").read_text())
+    one, two = result["runs"]
+    assert one["ok"] and two["ok"] and one["world_size"] == 1 and two["world_size"] == 2
+    assert two["mode"] == "ddp" and one["efficiency"] == 1.0
+    assert two["efficiency"] == pytest.approx(two["samples_per_s"] / (2 * one["samples_per_s"]), abs=1e-3)

@@ -198,7 +198,7 @@ def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str
             seed=cfg.seed,
             max_length=None,  # truncation would cut image tokens
             **dist.trainer_args(cfg.distributed),
-            assistant_only_loss=True,
+            assistant_only_loss=answer_only_loss_supported(),
             gradient_checkpointing=cfg.gradient_checkpointing,
             dataloader_num_workers=0,
             disable_tqdm=True,
@@ -258,6 +258,20 @@ def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str
         (tmp / "config.json").write_text(json.dumps({**asdict(cfg), "base": str(base_path)}, indent=2) + "\n")
     shutil.rmtree(checkpoints, ignore_errors=True)
     return metrics
+
+
+def answer_only_loss_supported() -> bool:
+    """TRL 1.16 computes the loss on the answer alone for vision data only with transformers >= 5.18.
+    unsloth's environment pins transformers 5.17 (README): there the loss covers the prompt too (same
+    FLOPs, other loss values), with a warning, instead of refusing to train."""
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) >= Version("5.18.0"):
+        return True
+    log.warning("transformers %s < 5.18: TRL cannot mask the prompt of vision samples; the loss covers "
+                "the whole sequence", transformers.__version__)
+    return False
 
 
 def evaluate_reports(model, processor, family: str, split, n: int, batch_size: int = 25,

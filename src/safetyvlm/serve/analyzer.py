@@ -97,7 +97,6 @@ class Analyzer:
     def analyze(self, images: list[Image.Image], retrieval: list[bool | None], max_tools: list[int | None]
                 ) -> list[Answer]:
         from safetyvlm.model.generate import generate_reports
-        from safetyvlm.rag.answer import answer_with_retrieval
 
         t0 = time.perf_counter()
         n = len(images)
@@ -113,6 +112,8 @@ class Analyzer:
             for i, text in zip(plain, texts):
                 out[i] = self._answer(text, images[i], caps[i], False)
         if rag:
+            from safetyvlm.rag.answer import answer_with_retrieval  # LangChain: only when retrieval is asked
+
             answers = answer_with_retrieval(self.model, self.processor, [images[i] for i in rag],
                                             self.retriever, **kw)
             for i, a in zip(rag, answers):
