@@ -88,6 +88,19 @@ def test_two_gloo_processes_follow_one_process_with_the_doubled_batch(dataset_di
 
 
 @pytest.mark.slow
+def test_gradient_accumulation_across_ranks_matches_the_one_process_batch(dataset_dir, tmp_path):
+    # 2 ranks x batch 1 x 2 accumulation steps = 4 samples an optimizer step, as 1 process x batch 4
+    common = dict(steps=3, lr=3e-3, warmup_steps=0, train_images=16, eval_images=0, log_every=1, seed=0,
+                  train_lm_head=False)
+    one = _finetune({**common, "batch_size": 4}, dataset_dir, tmp_path / "one" / "out")
+    acc = _finetune({**common, "batch_size": 1, "grad_accum": 2, "distributed": "ddp"}, dataset_dir,
+                    tmp_path / "acc" / "out", 2)
+    assert len(one) == len(acc) == 3
+    for a, b in zip(one, acc):
+        assert b == pytest.approx(a, rel=0.05)
+
+
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(dataset_dir, tmp_path):
     cfg = dict(steps=4, batch_size=2, lr=3e-3, warmup_steps=0, train_images=8, eval_images=0, log_every=1,
                train_lm_head=False, checkpoint_every=2)
