@@ -22,7 +22,7 @@ import requests
 from PIL import Image
 
 from safetyvlm.data.render import render_scene
-from safetyvlm.kb import load_kb
+from safetyvlm.kb import ground_report, load_kb
 from safetyvlm.schema import SafetyReport
 from safetyvlm.serve.launch import descendants, free_port, processes, serve_env
 
@@ -158,7 +158,8 @@ def test_every_other_route_needs_the_token(server):
 
 def test_valid_image_gives_the_contract_with_boxes_in_its_pixels(server):
     """A 448x300 upload (not the model's 224 grid): the answer equals what the library predicts for the
-    same image in-process, boxes in the uploaded image's pixels."""
+    same image in-process, grounded in the knowledge base (the service default), boxes in the uploaded
+    image's pixels."""
     from safetyvlm.model.loader import load_model
     from safetyvlm.model.predict import predict_reports
 
@@ -179,8 +180,8 @@ def test_valid_image_gives_the_contract_with_boxes_in_its_pixels(server):
         [(expected, raw)] = predict_reports(model, processor, info["family"], [im], max_new_tokens=96)
     finally:
         torch.set_num_threads(threads)
-    assert body["raw_text"] == raw
-    assert report.model_dump() == expected.report.model_dump()
+    assert body["raw_text"] == raw and body["grounded"] is True
+    assert report.model_dump() == ground_report(expected.report).model_dump()
     assert report.tools, "the tiny model finds tools in this scene"
     for t in report.tools:
         x1, y1, x2, y2 = t.bbox_2d
@@ -207,11 +208,14 @@ def test_retrieval_cites_knowledge_base_passages(server):
     assert body["retrieval"] is True and body["passage_ids"] and set(body["passage_ids"]) <= corpus_ids
     tools = SafetyReport.model_validate(body["report"]).tools
     assert tools
-    by_id = {p.id: p for p in load_kb().corpus}
-    for t in tools:
-        assert set(t.sources) <= set(body["passage_ids"])
-        assert all(by_id[s].category == t.name for s in t.sources)  # the passages about this tool
-    assert any(t.sources for t in tools)
+    kb = load_kb()
+    for t in tools:  # grounded: the KB entry of the tool's name, and the corpus passages about it
+        assert t.sources == [p.id for p in kb.passages_for(t.name)]
+        assert t.model_dump(include=set(kb.safety_fields(t.name))) == kb.safety_fields(t.name)
+    info = server.get("/info").json()["model"]  # the packaged index holds only the checked corpus's chunks
+    assert info["grounded"] is True and info["corpus_bound"] is True and info["untrusted_chunks"] == 0
+    # the prompt had passages about the tools the answer names
+    assert {t.name for t in tools} & {p.category for p in kb.corpus if p.id in body["passage_ids"]}
 
 
 def test_max_tools_caps_the_answer(server):

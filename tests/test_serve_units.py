@@ -29,6 +29,17 @@ def test_config_layers_file_then_env(tmp_path):
     assert cfg.retrieval_default is False and cfg.rag is None
 
 
+def test_grounding_and_the_corpus_bound_are_on_unless_turned_off(tmp_path):
+    cfg = load_config(environ={})
+    assert cfg.ground is True and cfg.corpus_bound is True
+    f = tmp_path / "serve.yaml"
+    f.write_text("serve:\n  ground: false\n")
+    assert load_config(f, environ={}).ground is False
+    assert load_config(environ={"SAFETYVLM_CORPUS_BOUND": "off"}).corpus_bound is False
+    with pytest.raises(ValueError, match="SAFETYVLM_GROUND: expected a boolean"):
+        load_config(environ={"SAFETYVLM_GROUND": "sometimes"})
+
+
 @pytest.mark.parametrize("env, message", [
     ({"SAFETYVLM_MAX_BATCH_SIZE": "0"}, "max_batch_size must be >= 1"),
     ({"SAFETYVLM_RETRIEVAL_DEFAULT": "maybe"}, "SAFETYVLM_RETRIEVAL_DEFAULT: expected a boolean"),

@@ -4,6 +4,13 @@
 go through `answer_with_retrieval` together, the others through one plain generate; either way each
 answer is parsed with `parse_report` (always the contract's shape) and its boxes are brought back to
 that image's own pixels by the one box-frame converter.
+
+Two defences sit here, both on by default (`ServeConfig.ground`, `ServeConfig.corpus_bound`):
+* grounding: each tool's safety fields and `sources` are the knowledge-base entry of its name
+  (`safetyvlm.kb.ground_report`), selected by that name, never copied from the model's text, so text
+  written into an image or planted in a passage can at worst change which tools are named;
+* a retriever bound to the hash-checked corpus (`corpus_bound.py`): a chunk of the index that is not a
+  chunk of `kb/corpus.yaml` never reaches a prompt.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from safetyvlm.kb import ground_report, load_kb
 from safetyvlm.model.boxes import model_frame
 from safetyvlm.model.predict import to_image_pixels
 from safetyvlm.parse import parse_report
@@ -31,6 +39,7 @@ class Answer:
     errors: list[str]
     raw_text: str
     retrieval: bool              # whether passages were in the prompt
+    grounded: bool = False       # whether the safety fields and sources are the knowledge base's
     passage_ids: list[str] = field(default_factory=list)
     batch_size: int = 1          # how many images shared this forward pass
     generate_ms: float = 0.0     # model time of the whole batch
@@ -64,35 +73,56 @@ class Analyzer:
             use_safetensors=True, trust_remote_code=False)
         self.family = self.info["family"]
         self.frame = model_frame(self.family, self.processor)
+        # the KB is loaded (and its hash manifest checked) once, at start: a tampered file stops the service
+        self.kb = load_kb() if (cfg.ground or cfg.corpus_bound) else None
         rag_dir = Path(cfg.rag) if cfg.rag else bundled_rag
         self.retriever = None
+        self.untrusted_chunks = None
         if rag_dir is not None:
-            from safetyvlm.rag.index import load_retriever
-
-            self.retriever = load_retriever(rag_dir)
+            self.retriever = self._load_retriever(rag_dir)
         self.rag_dir = str(rag_dir) if rag_dir else None
         self.load_seconds = round(time.perf_counter() - t0, 2)
-        log.info("analyzer ready in %.1fs: %s (%s) on %s, retrieval index: %s", self.load_seconds, model_dir,
-                 self.family, self.info["device"], self.rag_dir or "none")
+        log.info("analyzer ready in %.1fs: %s (%s) on %s, retrieval index: %s, grounded: %s", self.load_seconds,
+                 model_dir, self.family, self.info["device"], self.rag_dir or "none", cfg.ground)
+
+    def _load_retriever(self, rag_dir: Path):
+        from safetyvlm.rag.faiss_store import read_docs
+        from safetyvlm.rag.index import CHUNKS_FILE, load_retriever, read_manifest
+        from safetyvlm.serve.corpus_bound import bind_to_corpus, untrusted_in
+
+        retriever = load_retriever(rag_dir)
+        if not self.cfg.corpus_bound:
+            return retriever
+        retriever = bind_to_corpus(retriever, self.kb, read_manifest(rag_dir)["chunking"])
+        if (rag_dir / CHUNKS_FILE).exists():
+            self.untrusted_chunks = untrusted_in(read_docs(rag_dir / CHUNKS_FILE), retriever.trusted)
+            if self.untrusted_chunks:
+                log.warning("%s: %d chunks are not chunks of the hash-checked corpus; they will never reach a "
+                            "prompt (rebuild the index: dvc repro rag-index)", rag_dir, self.untrusted_chunks)
+        return retriever
 
     def describe(self) -> dict:
         return {"model": self.cfg.model, "family": self.family, "device": self.info["device"],
                 "dtype": self.info["dtype"], "parameters": self.info["parameters"],
-                "retrieval_index": self.rag_dir, "load_seconds": self.load_seconds,
+                "retrieval_index": self.rag_dir, "load_seconds": self.load_seconds, "grounded": self.cfg.ground,
+                "corpus_bound": self.cfg.corpus_bound and self.retriever is not None,
+                "untrusted_chunks": self.untrusted_chunks,
                 "tag": self.model_metadata.get("tag"), "git_revision": self.model_metadata.get("git_revision")}
 
     def _answer(self, text: str, image: Image.Image, max_tools: int, retrieval: bool, passages=()) -> Answer:
         result = parse_report(text, image_size=self.frame.extent(image.size))
         result = to_image_pixels(result, image.size, self.frame)
         report = result.report
-        if retrieval:
-            attribute_sources(report, passages)
         errors = list(result.errors)
         if len(report.tools) > max_tools:
             errors.append(f"{len(report.tools) - max_tools} tools beyond max_tools={max_tools} dropped")
             report.tools = report.tools[:max_tools]
+        if self.cfg.ground:
+            report = ground_report(report, self.kb)
+        elif retrieval:
+            attribute_sources(report, passages)
         return Answer(report=report.model_dump(), valid=result.valid, errors=errors, raw_text=text,
-                      retrieval=retrieval, passage_ids=[p.id for p in passages])
+                      retrieval=retrieval, grounded=self.cfg.ground, passage_ids=[p.id for p in passages])
 
     def analyze(self, images: list[Image.Image], retrieval: list[bool | None], max_tools: list[int | None]
                 ) -> list[Answer]:

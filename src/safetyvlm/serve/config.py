@@ -27,6 +27,8 @@ class ServeConfig:
     dtype: str = "auto"
     rag: str | None = None             # an index dir; None: the index bundled with a packaged model, if any
     retrieval_default: bool = True     # used when a request does not say (and an index is loaded)
+    ground: bool = True                # safety fields and sources from the knowledge base, by tool name
+    corpus_bound: bool = True          # only chunks of the hash-checked corpus may reach a prompt
     max_new_tokens: int = 400
     max_tools: int = 20                # cap on tools per answer; a request may ask for fewer
     max_batch_size: int = 8            # adaptive batching: the most images in one forward pass

@@ -99,5 +99,5 @@ def chat_completion(answer: dict, model: str) -> dict:
         "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
                      "message": {"role": "assistant", "content": content, "refusal": None}}],
         "safetyvlm": {"valid": answer["valid"], "errors": answer["errors"], "retrieval": answer["retrieval"],
-                      "passage_ids": answer["passage_ids"], "batch_size": answer["batch_size"]},
+                      "grounded": answer.get("grounded", False), "passage_ids": answer["passage_ids"], "batch_size": answer["batch_size"]},
     }
