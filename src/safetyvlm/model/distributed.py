@@ -75,21 +75,20 @@ def output_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def fsdp_enabled(trainer) -> bool:
-    return getattr(trainer, "is_fsdp_enabled", False)
-
-
-def save_adapter_and_merged(trainer, out: Path, reload_base) -> object | None:
+def save_adapter_and_merged(trainer, out: Path, base_path, family: str) -> object | None:
     """Write `out/adapter` (the trained LoRA) and `out/merged` (base + adapter merged) on rank 0; returns
     the merged model there, None on the other ranks. Every rank must call it.
 
     Under DDP (or one process) the adapter is merged in place. Under FSDP each rank holds a shard:
     `trainer.save_model` gathers the full adapter state (a collective, hence every rank), then rank 0
-    merges it into a freshly loaded base (`reload_base()` -> model) instead of the sharded one.
+    merges it into the base at `base_path`, loaded afresh, instead of the sharded one.
     """
+    import torch
     from peft import PeftModel
 
-    if not fsdp_enabled(trainer):
+    from safetyvlm.model.loader import load_model
+
+    if not getattr(trainer, "is_fsdp_enabled", False):
         if not is_main_process():
             return None
         model = trainer.model
@@ -101,7 +100,9 @@ def save_adapter_and_merged(trainer, out: Path, reload_base) -> object | None:
     if not is_main_process():
         return None
     (out / "adapter" / "training_args.bin").unlink(missing_ok=True)  # a pickle: not part of our outputs
-    merged = PeftModel.from_pretrained(reload_base(), out / "adapter").merge_and_unload()
+    base = load_model(base_path, family=family, backend="hf",
+                      dtype="bfloat16" if torch.cuda.is_available() else "float32")[0]
+    merged = PeftModel.from_pretrained(base, out / "adapter").merge_and_unload()
     merged.save_pretrained(out / "merged", safe_serialization=True)
     return merged
 

@@ -222,10 +222,7 @@ def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str
         train_seconds = time.perf_counter() - start
         history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
 
-        def reload_base():  # FSDP only: the trained model is sharded across ranks
-            return load_model(base_path, family=family, backend="hf", dtype="bfloat16" if cuda else "float32")[0]
-
-        merged = dist.save_adapter_and_merged(trainer, tmp, reload_base)
+        merged = dist.save_adapter_and_merged(trainer, tmp, base_path, family)
         if not dist.is_main_process():  # rank 0 writes everything; the others are done
             return {"rank": dist.rank(), "final_loss": history[-1]["loss"] if history else None}
         processor.save_pretrained(tmp / "merged")

@@ -133,10 +133,7 @@ def train_preferences(model_dir: str | Path, family: str, cfg: PrefsConfig, out_
         seconds = time.perf_counter() - start
         history = _history(trainer)
 
-        def reload_base():  # FSDP only: the trained model is sharded across ranks
-            return load_model(model_dir, family=family, backend="hf", dtype="bfloat16" if cuda else "float32")[0]
-
-        dist.save_adapter_and_merged(trainer, tmp, reload_base)
+        dist.save_adapter_and_merged(trainer, tmp, model_dir, family)
         if not dist.is_main_process():
             return {}
         processor.save_pretrained(tmp / "merged")

@@ -144,10 +144,14 @@ class ToolRetriever(BaseRetriever):
             return np.asarray(self.embeddings.encode(queries), dtype=np.float32)
         return np.asarray([self.embeddings.embed_query(q) for q in queries], dtype=np.float32)
 
+    def _hits(self, qv: np.ndarray, fetch_k: int) -> list:
+        """One query's (chunk, cosine) hits; a subclass may filter them (serve/corpus_bound.py)."""
+        return cosine_hits(self.store, qv, fetch_k)
+
     def _candidates(self, qvecs: np.ndarray, fetch_k: int) -> dict[str, dict]:
         passages: dict[str, dict] = {}
         for qv in qvecs:
-            for doc, sim in cosine_hits(self.store, qv, fetch_k):
+            for doc, sim in self._hits(qv, fetch_k):
                 meta = doc.metadata
                 pid = meta.get("passage_id") or doc.id.rsplit("#", 1)[0]
                 cid = meta.get("chunk_id") or doc.id

@@ -17,8 +17,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-import numpy as np
-
 from safetyvlm.kb import KnowledgeBase
 from safetyvlm.rag.chunking import chunk_passages
 from safetyvlm.rag.retrieve import ToolRetriever
@@ -53,7 +51,8 @@ class CorpusBoundRetriever(ToolRetriever):
     trusted: dict = {}
     dropped: int = 0  # untrusted hits dropped so far (a poisoned or stale index shows here)
 
-    def _trusted_hits(self, qv, fetch_k: int) -> list:
+    def _hits(self, qv, fetch_k: int) -> list:
+        # ToolRetriever._hits, keeping only corpus chunks and asking the store for more until enough
         n = fetch_k
         while True:
             hits = cosine_hits(self.store, qv, n)
@@ -62,24 +61,6 @@ class CorpusBoundRetriever(ToolRetriever):
                 self.dropped += len(hits) - len(good)
                 return good[:fetch_k]
             n *= 2
-
-    def _candidates(self, qvecs: np.ndarray, fetch_k: int) -> dict[str, dict]:
-        # ToolRetriever._candidates, with each query's hits filtered first
-        passages: dict[str, dict] = {}
-        for qv in qvecs:
-            for doc, sim in self._trusted_hits(qv, fetch_k):
-                meta = doc.metadata
-                pid, cid, idx = meta["passage_id"], meta.get("chunk_id") or doc.id, int(meta.get("chunk_index", 0))
-                p = passages.setdefault(pid, {"similarity": -np.inf, "category": meta.get("category"),
-                                              "title": meta.get("title", ""), "chunks": [], "chunk_ids": [],
-                                              "seen": set()})
-                if cid not in p["seen"]:
-                    p["seen"].add(cid)
-                    p["chunks"].append((idx, doc.page_content))
-                    p["chunk_ids"].append((idx, cid))
-                if sim > p["similarity"]:
-                    p.update(similarity=float(sim), best_chunk=cid, best_text=doc.page_content)
-        return passages
 
 
 def bind_to_corpus(retriever: ToolRetriever, kb: KnowledgeBase, chunking: dict) -> CorpusBoundRetriever:
