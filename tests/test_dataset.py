@@ -139,3 +139,19 @@ def test_exif_rotated_photos_are_stored_upright():
     (row,) = build_rows([upright], params(), BuildReport())["train"]
     assert (row["width"], row["height"]) == (30, 60)
     assert Image.open(io.BytesIO(row["image"]["bytes"])).size == (30, 60)
+
+
+def test_the_synthetic_source_adds_a_shifted_test_split_rendered_with_its_own_settings(tmp_path):
+    p = DatasetParams.from_dict({
+        "sizes": {"train": 2, "valid": 1, "test": 2},
+        "render": {"clutter": 0, "backgrounds": ["wood"]},
+        "shifted": {"size": 2, "render": {"backgrounds": ["mat"], "clutter": 6}},
+    })
+    build_dataset(p, tmp_path / "ds", tmp_path / "m.json")
+    dd = load_dataset_dir(tmp_path / "ds")
+    assert set(dd) == {"train", "valid", "test", "test_shifted"}
+    assert len(dd["test_shifted"]) == 2
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["splits"]["test_shifted"]["images"] == 2
+    # other pixels than the in-distribution test images of the same seed offsets
+    assert dd["test_shifted"][0]["image"].tobytes() != dd["test"][0]["image"].tobytes()

@@ -204,3 +204,23 @@ def test_categories_have_distinct_shapes():
         inter = (means[a] & means[b]).sum()
         union = (means[a] | means[b]).sum()
         assert inter / union < 0.8, (a, b, inter / union)
+
+
+def test_recolor_changes_tool_colours_not_boxes_and_backgrounds_are_chosen_from_the_list():
+    # one tool a scene: the recolouring draw comes after it is placed, so the two renders share its pose
+    plain = dict(clutter=0, jpeg_quality_range=None, blur=0.0, noise=0.0, backgrounds=("wood",), max_tools=1)
+    base, recoloured = RenderConfig(**plain), RenderConfig(**plain, recolor=1.0)
+    changed = 0
+    for seed in range(4):
+        im_a, tools_a, masks_a = render_scene(seed, base, return_masks=True)
+        im_b, tools_b, _ = render_scene(seed, recoloured, return_masks=True)
+        assert tools_a == tools_b
+        a, b = np.asarray(im_a, dtype=int), np.asarray(im_b, dtype=int)
+        inside = np.any(masks_a, axis=0) if masks_a else np.zeros(a.shape[:2], bool)
+        changed += int(np.abs(a - b)[inside].mean() > 10) if inside.any() else 0
+    assert changed >= 3
+    with pytest.raises(ValueError, match="backgrounds"):
+        RenderConfig.from_dict({"backgrounds": ["lava"]})
+    with pytest.raises(ValueError, match="recolor"):
+        RenderConfig.from_dict({"recolor": 1.5})
+    assert RenderConfig.from_dict({"backgrounds": ["mat"]}).to_dict()["backgrounds"] == ["mat"]

@@ -21,6 +21,9 @@ from safetyvlm.io import atomic_output_dir, atomic_write_json
 from safetyvlm.kb import load_kb
 from safetyvlm.schema import CATEGORIES, SAFETY_FIELDS
 
+# A test split rendered with settings the training split never shows (other backgrounds, lighting, scales,
+# clutter: `dataset.shifted`), so results say how far the model generalises beyond its render settings.
+SHIFTED = "test_shifted"
 BOX_TOLERANCE_PX = 1.0  # annotation tools round to whole pixels; beyond this a box is "outside"
 JPEG_QUALITY = 95
 ORIENTATION_TAG = 0x0112
@@ -38,6 +41,9 @@ class DatasetParams:
     class_map: dict = field(default_factory=dict)  # foreign name -> category, or null to ignore
     skip_invalid: bool = False
     max_side: int | None = 1024  # foreign photos are downscaled to this longest side
+    # {size: N, render: {...}}: the synthetic source also renders N `test_shifted` images, with these
+    # RenderConfig fields over `render`
+    shifted: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetParams":
@@ -64,9 +70,12 @@ class BuildReport:
     unmapped: Counter = field(default_factory=Counter)  # foreign class -> boxes
     ignored: Counter = field(default_factory=Counter)  # class mapped to null -> boxes
 
+    def splits(self) -> list[str]:
+        return [*SPLITS, SHIFTED] if self.kept[SHIFTED] else list(SPLITS)
+
     def metrics(self) -> dict:
         splits = {}
-        for split in SPLITS:
+        for split in self.splits():
             n = self.kept[split]
             splits[split] = {
                 "images": n,
@@ -86,8 +95,8 @@ class BuildReport:
     def class_distribution(self) -> list[dict]:
         rows = []
         for c in CATEGORIES:
-            row = {"class": c, **{s: self.per_class[s][c] for s in SPLITS}}
-            row["total"] = sum(row[s] for s in SPLITS)
+            row = {"class": c, **{s: self.per_class[s][c] for s in self.splits()}}
+            row["total"] = sum(row[s] for s in self.splits())
             rows.append(row)
         return rows
 
@@ -150,7 +159,7 @@ class RowBuilder:
 
     def build(self, ex: SourceExample, report: BuildReport) -> dict:
         where = ex.where or ex.image_name
-        if ex.split not in SPLITS:
+        if ex.split not in (*SPLITS, SHIFTED):
             raise InvalidInput(where, f"unknown split {ex.split!r}")
         image, raw = _open_image(ex.image, where)
         size = image.size
@@ -203,6 +212,9 @@ def iter_examples(params: DatasetParams) -> Iterator[SourceExample]:
         for offset, split in enumerate(SPLITS):
             # Splits get disjoint seeds so no test image is a re-render of a training one.
             yield from render_examples(params.sizes.get(split, 0), params.seed * 1000 + offset, cfg, split=split)
+        if params.shifted.get("size"):
+            shifted = RenderConfig.from_dict({**params.render, **params.shifted.get("render", {})})
+            yield from render_examples(params.shifted["size"], params.seed * 1000 + len(SPLITS), shifted, split=SHIFTED)
         return
     if not params.path:
         raise ValueError(f"dataset.source={params.source!r} needs dataset.path (the folder to import)")
@@ -241,7 +253,7 @@ def build_rows(
     examples: Iterable[SourceExample], params: DatasetParams, report: BuildReport, progress=None
 ) -> dict[str, list[dict]]:
     builder = RowBuilder(params)
-    rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    rows: dict[str, list[dict]] = {s: [] for s in (*SPLITS, SHIFTED)}
     for ex in examples:
         try:
             row = builder.build(ex, report)
@@ -282,7 +294,7 @@ def build_dataset(
     from tqdm import tqdm
 
     report = BuildReport()
-    total = sum(params.sizes.values()) if params.source == "synthetic" else None
+    total = sum(params.sizes.values()) + params.shifted.get("size", 0) if params.source == "synthetic" else None
     with tqdm(total=total, desc=f"dataset ({params.source})", unit="img", mininterval=2) as bar:
         rows = build_rows(examples if examples is not None else iter_examples(params), params, report, bar.update)
     feats = features()
@@ -290,7 +302,7 @@ def build_dataset(
     dd = DatasetDict(
         {
             s: Dataset.from_list(rows[s], features=feats) if rows[s] else Dataset.from_dict({k: [] for k in feats}, features=feats)
-            for s in SPLITS
+            for s in report.splits()
         }
     )
     with atomic_output_dir(out_dir) as tmp:

@@ -83,6 +83,10 @@ class RenderConfig:
     truncation           probability that a tool may be cut by the image border.
     shadows              draw soft drop shadows under tools.
     lighting             strength of global lighting variation (0 = neutral, 1 = default).
+    backgrounds          surface kinds to draw backgrounds from (None = all of BACKGROUND_KINDS); a
+                         shifted test set uses kinds the training split never shows.
+    recolor              probability that a tool's parts get random colours instead of its class
+                         palette, so that the class must come from the tool's shape (0 = never).
     """
 
     width: int = 224
@@ -103,6 +107,8 @@ class RenderConfig:
     truncation: float = 0.1
     shadows: bool = True
     lighting: float = 1.0
+    backgrounds: tuple[str, ...] | None = None
+    recolor: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ValueError:
@@ -130,7 +136,13 @@ class RenderConfig:
         for key in ("balanced", "flip", "shadows"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "must be true or false")
-        for key in ("occlusion", "truncation"):
+        if self.backgrounds is not None:
+            kinds = tuple(self.backgrounds)
+            unknown = sorted(set(kinds) - set(_BG_KINDS))
+            if not kinds or unknown:
+                raise bad("backgrounds", f"must be None or a non-empty list of {list(_BG_KINDS)}")
+            self.backgrounds = kinds
+        for key in ("occlusion", "truncation", "recolor"):
             v = getattr(self, key)
             if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise bad(key, "must be a probability in [0, 1]")
@@ -164,14 +176,14 @@ class RenderConfig:
         unknown = sorted(set(d) - set(valid))
         if unknown:
             raise ValueError(f"unknown render option(s) {unknown}; valid options: {valid}")
-        for key in ("jpeg_quality_range", "scale_range", "rotation_range"):
+        for key in ("jpeg_quality_range", "scale_range", "rotation_range", "backgrounds"):
             if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("jpeg_quality_range", "scale_range", "rotation_range"):
+        for key in ("jpeg_quality_range", "scale_range", "rotation_range", "backgrounds"):
             if out[key] is not None:
                 out[key] = list(out[key])
         return out
@@ -1172,6 +1184,7 @@ def _shade(r: _Raster, ys: np.ndarray, xs: np.ndarray, light: tuple) -> np.ndarr
 # ---------------------------------------------------------------------------------------------
 
 _BG_KINDS = ("wood", "metal", "diamond", "pegboard", "concrete", "mat", "plywood")
+BACKGROUND_KINDS = _BG_KINDS
 _BG_VARIANTS = 3
 
 
@@ -1284,10 +1297,10 @@ def warm_caches(cfg: RenderConfig | None = None) -> None:
     _grid(H, W)
 
 
-def _background(rng, H, W) -> np.ndarray:
+def _background(rng, H, W, kinds: Sequence[str] = _BG_KINDS) -> np.ndarray:
     S = 2 * max(H, W)
     unit = min(H, W) / 224.0
-    kind = _BG_KINDS[int(rng.integers(len(_BG_KINDS)))]
+    kind = kinds[int(rng.integers(len(kinds)))]
     tile = _bg_tile(kind, int(rng.integers(_BG_VARIANTS)), S, unit)
     if rng.random() < 0.5 and kind not in ("pegboard", "mat"):
         tile = tile.T
@@ -1421,7 +1434,7 @@ def render_scene(seed_or_rng, cfg: RenderConfig | None = None, classes: Sequence
     H, W = cfg.height, cfg.width
     m = min(H, W)
     light = _light(rng, cfg.lighting)
-    canvas = _background(rng, H, W)
+    canvas = _background(rng, H, W, cfg.backgrounds or _BG_KINDS)
     # shadow offset: away from the light
     sd = m * 0.018 * (0.5 + rng.random())
     sdx = int(round(-light[0] / max(1e-3, math.hypot(light[0], light[1])) * sd))
@@ -1489,6 +1502,9 @@ def render_scene(seed_or_rng, cfg: RenderConfig | None = None, classes: Sequence
         if ok is None:
             continue
         r, ox, oy, cx0, cy0, cx1, cy1, sub, hits = ok
+        if cfg.recolor and rng.random() < cfg.recolor:
+            # random part colours: the class has to be read from the outline, not the palette
+            r.params[1:, 0:3] = rng.uniform(25, 235, (len(r.params) - 1, 3))
         for j in range(len(placed)):
             visible[j] -= int(hits[j + 1])
         placed.append((name, r.area))

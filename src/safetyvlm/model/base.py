@@ -73,7 +73,8 @@ def copy_shipped(family: str, preset: str, out_dir: str | Path, root: Path = SHI
 def estimate(family: str, preset: str, root: Path = SHIPPED_DIR) -> str:
     record_file = shipped_path(family, preset, root) / RECORD
     if record_file.exists():
-        samples = json.loads(record_file.read_text())["samples"]
+        record = json.loads(record_file.read_text())
+        samples = record.get("total_samples", record["samples"])
         minutes = samples / CPU_SAMPLES_PER_SECOND / 60
         return f"the shipped one saw {samples} samples: about {minutes:.0f} minutes on 2 CPU cores"
     return "minutes on a GPU, about an hour on 2 CPU cores for the tiny preset"
@@ -108,36 +109,52 @@ def base_model_path(base_dir: str | Path) -> str:
     return record["path"]
 
 
-def prepare_base(family: str, name_or_path: str, out_dir: str | Path, *, retrain: bool = False,
-                 train: dict | None = None, shipped_root: Path = SHIPPED_DIR) -> dict:
+def prepare_bases(families: list[str], preset: str, out_dirs: dict, *, train: dict | None = None,
+                  shipped_root: Path = SHIPPED_DIR) -> dict:
+    """Train the `preset` bases of several families side by side (`pretrain.train_bases`), from scratch
+    or continued from `train.init_from` (`{family}` is filled in), and record each one's provenance."""
     import torch
 
-    from safetyvlm.model.presets import PRESET_NAMES, build_preset_parts
-    from safetyvlm.model.pretrain import BaseTrainConfig, train_base
+    from safetyvlm.model.pretrain import BaseTrainConfig, train_bases
+
+    cfg = BaseTrainConfig.from_dict(train or {})
+    if not torch.cuda.is_available():
+        log.warning("training the %s bases of %s on the CPU for %.0f minutes; for a base that sees, %s",
+                    preset, ", ".join(families), cfg.minutes, estimate(families[0], preset, shipped_root))
+    parts, previous = {}, {}
+    for family in families:
+        if cfg.init_from:
+            from safetyvlm.model.loader import load_model
+
+            src = Path(cfg.init_from.format(family=family))
+            model, processor, _ = load_model(str(src), family=family, dtype="float32", device="cpu")
+            prev_file = src / RECORD
+            previous[family] = json.loads(prev_file.read_text()) if prev_file.exists() else None
+        else:
+            from safetyvlm.model.presets import build_preset_parts
+
+            model, processor, _ = build_preset_parts(family, preset, tokenizer_texts())
+        parts[family] = (model, processor)
+    records = train_bases(parts, cfg, out_dirs)
+    for family, record in records.items():
+        prev = previous.get(family)
+        if prev:
+            record["continued_from"] = prev
+            record["total_samples"] = record["samples"] + prev.get("total_samples", prev["samples"])
+        record["preset"] = preset
+        out = Path(out_dirs[family])
+        record["files"] = file_hashes(out)
+        (out / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return records
+
+
+def prepare_base(family: str, name_or_path: str, out_dir: str | Path, *, retrain: bool = False,
+                 train: dict | None = None, shipped_root: Path = SHIPPED_DIR) -> dict:
+    from safetyvlm.model.presets import PRESET_NAMES
 
     if name_or_path not in PRESET_NAMES:
         return record_checkpoint(name_or_path, family, out_dir)
     if not retrain:
         return copy_shipped(family, name_or_path, out_dir, shipped_root)
-    cfg = BaseTrainConfig.from_dict(train or {})
-    if not torch.cuda.is_available():
-        log.warning("training the %s/%s base on the CPU for %.0f minutes; for a base that sees, %s",
-                    family, name_or_path, cfg.minutes, estimate(family, name_or_path, shipped_root))
-    previous = None
-    if cfg.init_from:
-        from safetyvlm.model.loader import load_model
-
-        model, processor, _ = load_model(cfg.init_from, family=family, dtype="float32", device="cpu")
-        prev_file = Path(cfg.init_from) / RECORD
-        previous = json.loads(prev_file.read_text()) if prev_file.exists() else None
-    else:
-        model, processor, _ = build_preset_parts(family, name_or_path, tokenizer_texts())
-    record = train_base(model, processor, family, cfg, out_dir)
-    out = Path(out_dir)
-    if previous:
-        record["continued_from"] = previous
-        record["total_samples"] = record["samples"] + previous.get("total_samples", previous["samples"])
-    record["preset"] = name_or_path
-    record["files"] = file_hashes(out)
-    (out / RECORD).write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    return prepare_bases([family], name_or_path, {family: out_dir}, train=train,
+                         shipped_root=shipped_root)[family]

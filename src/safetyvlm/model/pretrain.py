@@ -1,8 +1,11 @@
 """Train a preset's base from scratch: the stand-in for a pretrained VLM when no hub is reachable.
 
-The task is more generic than the finetune's: find the tools and give names and boxes only
-(`task="detect"`), on scenes rendered on the fly (never the same image twice), so the finetune still
-has the safety fields to teach. Measured (shared/notes/tiny-vlm-from-scratch.md): a 7M model needs
+The tasks are those a general instruct VLM knows, not the finetune's: on scenes rendered on the fly (never
+the same image twice) find the tools and give names and boxes (`task="detect"`), or answer the report prompt
+with generic safety text in the base's own words (`report_fraction`, `data/mixture.py`), plus plain prose
+(the retrieval corpus, the class names' synonyms). The knowledge base's exact entries are never shown, so
+the finetune still has them to teach and retrieval still has something to add. Several families train
+side by side on the same scenes (`train_bases`): rendering is the loader's main cost. Measured (shared/notes/tiny-vlm-from-scratch.md): a 7M model needs
 ~100k+ samples before boxes come, which is minutes on one GPU and about an hour on 2 CPU cores; so the
 tiny bases are trained on a GPU once and shipped (`models/shipped/`), and CPU runs start from them.
 
@@ -53,11 +56,16 @@ class BaseTrainConfig:
     aux_min_cover: float = 0.05  # a cell's label is its most-covering class if it covers this share, else background
     curriculum_samples: int = 30_000  # the first scenes show one tool each (easier to start seeing)
     # Language exposure: every `text_every` steps (0: never) also a batch of plain text about the
-    # tools (the knowledge base written as prose), the stand-in for the web text a real VLM's
-    # language model was pretrained on. Without it the base has never produced the
+    # tools (the retrieval corpus's passages and the class names' synonyms), the stand-in for the web
+    # text a real VLM's language model was pretrained on. Without it the base has never produced the
     # safety vocabulary and a LoRA finetune cannot teach it in minutes (measured).
     text_every: int = 0
     text_batch_size: int = 16
+    # The mixture (data/mixture.py): this share of image batches asks the report prompt and is answered
+    # with generic safety text cut from the retrieval corpus (never the knowledge base's entries), so a
+    # base answers the contract zero-shot in its own words, as a real instruct VLM would.
+    report_fraction: float = 0.0
+    report_tokens: int = 512  # generation budget of the report-task evaluation
     text_steps: int = 0  # then this many language-only steps on that prose (cheap: no images)
     text_lr: float = 1e-3
     render: dict = field(default_factory=dict)  # RenderConfig overrides, like dataset.render
@@ -76,48 +84,85 @@ def detection_text(instances: list[dict], image_size, frame) -> str:
     return json.dumps({"tools": tools}, separators=(", ", ": "))
 
 
-def rendered_scenes(frame, render: dict, seed: int, grid: tuple[int, int] | None = None):
-    """An endless torch IterableDataset of (image, detection target); see `_RenderedScenes`."""
+def report_text(instances: list[dict], image_size, frame, phrases, rng) -> str:
+    """A report answer with generic safety text from the corpus (`data.mixture`), model-frame boxes."""
+    from safetyvlm.data.mixture import generic_report_text
+    from safetyvlm.model.boxes import to_model_frame
+
+    tools = [{"name": i["name"], "bbox_2d": to_model_frame(i["bbox_2d"], image_size, frame)} for i in instances]
+    return generic_report_text(tools, phrases, rng)
+
+
+def rendered_batches(parts: dict, render: dict, seed: int, batch_size: int, *, report_fraction: float = 0.0,
+                     curriculum: int = 0, aux: bool = True):
+    """An endless torch IterableDataset of batches (see `_RenderedBatches`); use with `batch_size=None`."""
     import torch
 
-    class RenderedScenes(_RenderedScenes, torch.utils.data.IterableDataset):
+    class RenderedBatches(_RenderedBatches, torch.utils.data.IterableDataset):
         pass
 
-    return RenderedScenes(frame, render, seed, grid)
+    return RenderedBatches(parts, render, seed, batch_size, report_fraction, curriculum, aux)
 
 
-class _RenderedScenes:
-    """An endless torch IterableDataset of (image, detection target) rendered on the fly.
+class _RenderedBatches:
+    """Endless model batches of scenes rendered on the fly, one batch per family from the same scenes.
 
-    Worker w of W renders images w, w+W, w+2W, ... of a seeded stream, so a run is reproducible for a
-    given worker count and no two workers render the same scene.
+    `parts` maps family -> (processor, frame, grid): every family trains on the same images (rendering is
+    the loader's main cost, so two families side by side cost little more than one). Batch b holds scenes
+    b*B ... b*B+B-1 of a seeded stream and is built by worker b mod W, so a run is reproducible for a given
+    worker count. A batch asks either the detection prompt (names and boxes) or, with probability
+    `report_fraction`, the report prompt answered with generic safety text (`data.mixture`); the first
+    `curriculum` scenes show one tool each.
     """
 
-    def __init__(self, frame, render: dict, seed: int, grid: tuple[int, int] | None = None):
+    def __init__(self, parts: dict, render: dict, seed: int, batch_size: int, report_fraction: float,
+                 curriculum: int, aux: bool):
         from safetyvlm.data.render import RenderConfig
 
-        self.frame = frame
+        self.parts = parts
         self.cfg = RenderConfig.from_dict({**render, "balanced": False})
         self.easy = RenderConfig.from_dict({**render, "balanced": False, "min_tools": 1, "max_tools": 1})
-        self.seed = seed
-        self.grid = grid
-        self.curriculum = 0
+        self.seed, self.batch_size = seed, batch_size
+        self.report_fraction, self.curriculum, self.aux = report_fraction, curriculum, aux
+        self.phrases = None
+
+    def batch(self, b: int) -> dict:
+        import torch
+
+        from safetyvlm.data.mixture import safety_phrases
+        from safetyvlm.data.render import render_scene
+        from safetyvlm.model.batch import encode_batch
+
+        if self.phrases is None:
+            self.phrases = safety_phrases()
+        task = "report" if np.random.default_rng([self.seed, b, 1]).random() < self.report_fraction else "detect"
+        scenes = []
+        for i in range(b * self.batch_size, (b + 1) * self.batch_size):
+            cfg = self.easy if i < self.curriculum else self.cfg
+            scenes.append(render_scene(np.random.default_rng([self.seed, i]), cfg, return_masks=True))
+        images = [im for im, _, _ in scenes]
+        out = {}
+        for family, (processor, frame, grid) in self.parts.items():
+            if task == "report":
+                rng = np.random.default_rng([self.seed, b, 2])  # same phrases for every family
+                targets = [report_text(t, im.size, frame, self.phrases, rng) for im, t, _ in scenes]
+            else:
+                targets = [detection_text(t, im.size, frame) for im, t, _ in scenes]
+            batch = encode_batch(processor, images, targets, task=task)
+            if self.aux and grid:
+                batch["aux_cover"] = torch.from_numpy(np.stack([cell_cover(t, m, grid) for _, t, m in scenes]))
+            out[family] = batch
+        return out
 
     def __iter__(self):
         import torch
 
-        from safetyvlm.data.render import render_scene
-
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        i = wid
+        b = wid
         while True:
-            rng = np.random.default_rng([self.seed, i])
-            cfg = self.easy if i < self.curriculum else self.cfg
-            image, tools, masks = render_scene(rng, cfg, return_masks=True)
-            cover = cell_cover(tools, masks, self.grid) if self.grid else None
-            yield image, detection_text(tools, image.size, self.frame), cover
-            i += nw
+            yield self.batch(b)
+            b += nw
 
 
 def cell_cover(tools: list[dict], masks: list, grid: tuple[int, int]) -> np.ndarray:
@@ -182,28 +227,6 @@ class VisionProbe:
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), label.reshape(-1))
 
 
-def tool_prose(seed: int = 0, repeats: int = 6) -> list[str]:
-    """Plain-text notes about the tools: each knowledge-base entry's function, PPE, hazards and
-    misuses as prose, fields in varied order. No JSON: the answer format is the finetune's to teach.
-    (Short on purpose: a language step on 2 CPU cores costs ~1 s per 1k tokens.)"""
-    from safetyvlm.kb import load_kb
-
-    kb = load_kb()
-    rng = np.random.default_rng(seed)
-    docs = []
-    for name, entry in kb.tools.items():
-        parts = [
-            f"Primary function: {entry.primary_function}",
-            f"Required PPE: {', '.join(entry.required_ppe)}.",
-            f"Primary hazards: {'; '.join(entry.primary_hazards)}.",
-            f"Common misuses: {'; '.join(entry.common_misuses)}.",
-        ]
-        for _ in range(repeats):
-            order = rng.permutation(len(parts))
-            docs.append(f"{name}. " + " ".join(parts[i] for i in order))
-    return docs
-
-
 def text_batches(processor, docs: list[str], batch_size: int, seed: int):
     """Endless batches of tokenized prose for a plain causal-LM loss (no image)."""
     tok = processor.tokenizer
@@ -217,21 +240,6 @@ def text_batches(processor, docs: list[str], batch_size: int, seed: int):
         tok.padding_side = old
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         yield {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
-
-
-def _collate(processor):
-    from safetyvlm.model.batch import encode_batch
-
-    def collate(items):
-        import torch
-
-        images, targets, covers = zip(*items)
-        batch = encode_batch(processor, list(images), list(targets), task="detect")
-        if covers[0] is not None:
-            batch["aux_cover"] = torch.from_numpy(np.stack(covers))
-        return batch
-
-    return collate
 
 
 def _param_groups(model, cfg: BaseTrainConfig):
@@ -252,9 +260,10 @@ def _param_groups(model, cfg: BaseTrainConfig):
     ]
 
 
-def evaluate_detection(model, processor, family: str, *, n: int, seed: int, render: dict,
-                       batch_size: int = 50, max_new_tokens: int = 160, task: str = "detect") -> dict:
-    """Name F1, detection P/R/F1@0.5, mean IoU and JSON validity on `n` freshly rendered scenes."""
+def evaluate_base(model, processor, family: str, *, n: int, seed: int, render: dict,
+                  batch_size: int = 50, max_new_tokens: int = 160, task: str = "detect") -> dict:
+    """Name F1, detection P/R/F1@0.5, mean IoU, JSON readable / strictly valid, and (report task) the
+    share of tools with all four safety fields filled, on `n` freshly rendered scenes."""
     from safetyvlm.data.render import RenderConfig, render_examples
     from safetyvlm.eval.detection import DetectionScores
     from safetyvlm.model.predict import predict_reports
@@ -262,27 +271,41 @@ def evaluate_detection(model, processor, family: str, *, n: int, seed: int, rend
     examples = list(render_examples(n, seed, RenderConfig.from_dict(render), split="eval"))
     results = predict_reports(model, processor, family, [e.image for e in examples],
                               max_new_tokens=max_new_tokens, batch_size=batch_size, task=task)
-    scores, json_ok = DetectionScores(), 0
+    scores, json_ok, valid, tools, filled = DetectionScores(), 0, 0, 0, 0
     for ex, (result, _) in zip(examples, results):
         json_ok += result.json_ok
+        valid += result.valid
         scores.add([t.model_dump() for t in result.report.tools], ex.instances)
+        for t in result.report.tools:
+            tools += 1
+            filled += bool(t.primary_function and t.required_ppe and t.primary_hazards and t.common_misuses)
     texts = [text for _, text in results]
     summary = scores.summary()
     summary.pop("per_class")
     summary["json_ok"] = json_ok / max(1, len(examples))
+    summary["json_valid"] = valid / max(1, len(examples))
+    if task == "report":
+        summary["safety_fields_filled"] = filled / tools if tools else None
+    summary["task"] = task
     summary["images"] = len(examples)
-    summary["example_answer"] = texts[0][:400] if texts else ""
+    summary["example_answer"] = texts[0][:600] if texts else ""
     return summary
 
 
+def _language_params(model):
+    return [p for n, p in model.named_parameters()
+            if not (".visual." in f".{n}" or "vision_model" in n or "multi_modal_projector" in n)]
+
+
 def train_text(model, processor, cfg: BaseTrainConfig, device: str) -> list[dict]:
-    """Language-only steps on the tools' prose (vision untouched: no image in these batches)."""
+    """Language-only steps on the prose (vision untouched: no image in these batches)."""
     import torch
     from tqdm import tqdm
 
-    texts = text_batches(processor, tool_prose(cfg.seed), cfg.text_batch_size, cfg.seed + 1)
-    params = [p for n, p in model.named_parameters()
-              if not (".visual." in f".{n}" or "vision_model" in n or "multi_modal_projector" in n)]
+    from safetyvlm.data.mixture import prose_documents
+
+    texts = text_batches(processor, prose_documents(), cfg.text_batch_size, cfg.seed + 1)
+    params = _language_params(model)
     opt = torch.optim.AdamW(params, lr=cfg.text_lr, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20))
     history = []
@@ -300,12 +323,67 @@ def train_text(model, processor, cfg: BaseTrainConfig, device: str) -> list[dict
     return history
 
 
-def train_base(model, processor, family: str, cfg: BaseTrainConfig, out_dir: str | Path,
-               device: str | None = None) -> dict:
-    """Train all parameters on rendered scenes for `cfg.minutes`; save bf16 weights + a record."""
+class _FamilyRun:
+    """One family's model, optimiser, probe and text stream inside the shared loop of `train_bases`."""
+
+    def __init__(self, family, model, processor, cfg: BaseTrainConfig, device: str, lr_factor):
+        import torch
+
+        from safetyvlm.data.mixture import prose_documents
+        from safetyvlm.schema import CATEGORIES
+
+        self.family, self.model, self.processor, self.cfg, self.device = family, model, processor, cfg, device
+        model.to(device=device, dtype=torch.float32)
+        model.train()
+        self.probe = VisionProbe(model, family, len(CATEGORIES) + 1) if cfg.aux_weight > 0 else None  # + bg
+        groups = _param_groups(model, cfg)
+        if self.probe:
+            self.probe.head.to(device)
+            groups.append({"params": list(self.probe.head.parameters()), "lr": cfg.lr, "weight_decay": 0.0})
+        self.opt = torch.optim.AdamW(groups, betas=(0.9, 0.95), fused=device == "cuda")
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor)
+        self.texts = (text_batches(processor, prose_documents(), cfg.text_batch_size, cfg.seed)
+                      if cfg.text_every else None)
+        self.history, self.skipped, self.steps, self.samples = [], 0, 0, 0
+
+    def step(self, batch: dict, step: int) -> dict | None:
+        import torch
+
+        cfg, device = self.cfg, self.device
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        cover = batch.pop("aux_cover", None)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
+                    else torch.autocast("cpu", enabled=False))
+        with autocast:
+            lm_loss = self.model(**batch).loss
+            aux_loss = (self.probe.loss(cover, cfg.aux_min_cover) if self.probe and cover is not None
+                        else torch.zeros((), device=device))
+            loss = lm_loss + cfg.aux_weight * aux_loss
+            text_loss = torch.zeros((), device=device)
+            if self.texts is not None and step % cfg.text_every == 0:
+                text_loss = self.model(**{k: v.to(device) for k, v in next(self.texts).items()}).loss
+                loss = loss + text_loss
+        if not torch.isfinite(loss):
+            self.skipped += 1  # never let one bad batch poison the weights
+            self.opt.zero_grad(set_to_none=True)
+            return None
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.steps += 1
+        self.samples += batch["input_ids"].shape[0]
+        return {"loss": lm_loss, "aux_loss": aux_loss, "text_loss": text_loss}
+
+
+def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str | None = None) -> dict:
+    """Train every family in `parts` ({family: (model, processor)}) on the same rendered scenes for
+    `cfg.minutes`, each with all parameters; save bf16 weights + a record per family. Returns the records."""
     import torch
     from tqdm import tqdm
 
+    from safetyvlm.data.render import RenderConfig
     from safetyvlm.io import atomic_output_dir
     from safetyvlm.model.boxes import model_frame
 
@@ -316,29 +394,16 @@ def train_base(model, processor, family: str, cfg: BaseTrainConfig, out_dir: str
         torch.backends.cuda.enable_cudnn_sdp(False)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    model.to(device=device, dtype=torch.float32)
-    model.train()
-    frame = model_frame(family, processor)
-    from safetyvlm.data.render import RenderConfig
-    from safetyvlm.schema import CATEGORIES
-
     rc = RenderConfig.from_dict(cfg.render)
-    grid = vision_grid(family, processor, (rc.width, rc.height)) if cfg.aux_weight > 0 else None
-    probe = VisionProbe(model, family, len(CATEGORIES) + 1) if grid else None  # + background
-    if probe:
-        probe.head.to(device)
-    data = rendered_scenes(frame, cfg.render, cfg.seed, grid)
-    data.curriculum = cfg.curriculum_samples
+    loader_parts = {
+        f: (proc, model_frame(f, proc), vision_grid(f, proc, (rc.width, rc.height)) if cfg.aux_weight > 0 else None)
+        for f, (_, proc) in parts.items()
+    }
+    data = rendered_batches(loader_parts, cfg.render, cfg.seed, cfg.batch_size, report_fraction=cfg.report_fraction,
+                            curriculum=cfg.curriculum_samples, aux=cfg.aux_weight > 0)
     workers = cfg.workers if device == "cuda" else min(cfg.workers, max(0, (os.cpu_count() or 1) - 1))
-    loader = torch.utils.data.DataLoader(
-        data, batch_size=cfg.batch_size, num_workers=workers, collate_fn=_collate(processor),
-        pin_memory=device == "cuda", prefetch_factor=4 if workers else None,
-        persistent_workers=bool(workers),
-    )
-    groups = _param_groups(model, cfg)
-    if probe:
-        groups.append({"params": list(probe.head.parameters()), "lr": cfg.lr, "weight_decay": 0.0})
-    opt = torch.optim.AdamW(groups, betas=(0.9, 0.95), fused=device == "cuda")
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers, pin_memory=device == "cuda",
+                                         prefetch_factor=2 if workers else None, persistent_workers=bool(workers))
     # Warmup then cosine to min_lr_ratio over the steps the wall-clock budget allows; that count is
     # known once the step time is (after 50 steps), so the schedule reads it from `plan`.
     plan = {"total": cfg.max_steps}
@@ -349,76 +414,105 @@ def train_base(model, processor, family: str, cfg: BaseTrainConfig, out_dir: str
         progress = min(1.0, (s - cfg.warmup_steps) / max(1, plan["total"] - cfg.warmup_steps))
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
-    texts = text_batches(processor, tool_prose(cfg.seed), cfg.text_batch_size, cfg.seed) if cfg.text_every else None
-    history, skipped = [], 0
+    runs = {f: _FamilyRun(f, model, proc, cfg, device, lr_factor) for f, (model, proc) in parts.items()}
     start = time.perf_counter()
     budget = cfg.minutes * 60
-    step, samples = 0, 0
-    bar = tqdm(total=int(budget), unit="s", desc=f"base {family}", mininterval=5,
+    step = 0
+    bar = tqdm(total=int(budget), unit="s", desc="base " + "+".join(parts), mininterval=5,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}s {postfix}")
-    for batch in (loader if budget > 0 else []):
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        cover = batch.pop("aux_cover", None)
-        with autocast:
-            lm_loss = model(**batch).loss
-            aux_loss = probe.loss(cover, cfg.aux_min_cover) if probe else torch.zeros((), device=device)
-            loss = lm_loss + cfg.aux_weight * aux_loss
-            text_loss = torch.zeros((), device=device)
-            if texts is not None and step % cfg.text_every == 0:
-                text_loss = model(**{k: v.to(device) for k, v in next(texts).items()}).loss
-                loss = loss + text_loss
-        if not torch.isfinite(loss):
-            skipped += 1  # never let one bad batch poison the weights
-            opt.zero_grad(set_to_none=True)
-            continue
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+    for batches in (loader if budget > 0 else []):
+        losses = {f: run.step(batches[f], step) for f, run in runs.items()}
         step += 1
-        samples += batch["input_ids"].shape[0]
         elapsed = time.perf_counter() - start
         if step == 50:
             plan["total"] = min(cfg.max_steps, int(budget / (elapsed / step)))
         if step % cfg.log_every == 0 or step == 1:
-            value, aux = float(lm_loss.detach()), float(aux_loss.detach())
-            history.append({"step": step, "samples": samples, "seconds": round(elapsed, 1),
-                            "loss": round(value, 5), "aux_loss": round(aux, 5),
-                            "text_loss": round(float(text_loss.detach()), 5), "lr": opt.param_groups[0]["lr"]})
+            post = []
+            for f, run in runs.items():
+                if losses[f] is None:
+                    continue
+                vals = {k: round(float(v.detach()), 5) for k, v in losses[f].items()}
+                run.history.append({"step": step, "samples": run.samples, "seconds": round(elapsed, 1), **vals,
+                                    "lr": run.opt.param_groups[0]["lr"]})
+                post.append(f"{f} loss {vals['loss']:.3f} aux {vals['aux_loss']:.3f} text {vals['text_loss']:.3f}")
             bar.n = min(int(elapsed), int(budget))
-            bar.set_postfix_str(f"step {step} loss {value:.4f} aux {aux:.4f} text {float(text_loss):.3f} "
-                                f"{samples / elapsed:.0f} samples/s")
+            samples = sum(run.samples for run in runs.values()) / len(runs)
+            bar.set_postfix_str(f"step {step} " + " | ".join(post) + f" | {samples / elapsed:.0f} scenes/s")
         if elapsed >= budget or step >= cfg.max_steps:
             break
     bar.close()
-    text_history = train_text(model, processor, cfg, device) if cfg.text_steps else []
-    train_seconds = time.perf_counter() - start
-    model.eval()
-    metrics = evaluate_detection(model, processor, family, n=cfg.eval_images, seed=cfg.seed + 7919,
-                                 render=cfg.render, batch_size=cfg.eval_batch_size,
-                                 max_new_tokens=cfg.max_new_tokens)
-    record = {
-        "family": family,
-        "config": asdict(cfg),
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "steps": step,
-        "samples": samples,
-        "train_seconds": round(train_seconds, 1),
-        "samples_per_second": round(samples / max(train_seconds, 1e-9), 1),
-        "skipped_nonfinite_steps": skipped,
-        "final_loss": history[-1]["loss"] if history else None,
-        "text_steps": cfg.text_steps,
-        "final_text_loss": text_history[-1]["text_loss"] if text_history else None,
-        "eval": metrics,
-        "torch": torch.__version__,
-    }
-    with atomic_output_dir(out_dir) as tmp:
-        model.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
-        (tmp / "train_log.json").write_text(json.dumps(history + text_history, indent=1) + "\n")
-        (tmp / "base_record.json").write_text(json.dumps(record, indent=2) + "\n")
-    model.to(torch.float32)
-    return record
+    records = {}
+    for f, run in runs.items():
+        text_history = train_text(run.model, run.processor, cfg, device) if cfg.text_steps else []
+        train_seconds = time.perf_counter() - start
+        run.model.eval()
+        evals = {task: evaluate_base(run.model, run.processor, f, n=cfg.eval_images, seed=cfg.seed + 7919,
+                                     render=cfg.render, batch_size=cfg.eval_batch_size,
+                                     max_new_tokens=cfg.max_new_tokens if task == "detect" else cfg.report_tokens,
+                                     task=task)
+                 for task in ("detect", "report")}
+        record = {
+            "family": f,
+            "config": asdict(cfg),
+            "trained_with": sorted(parts),
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "steps": run.steps,
+            "samples": run.samples,
+            "train_seconds": round(train_seconds, 1),
+            "samples_per_second": round(run.samples / max(train_seconds, 1e-9), 1),
+            "skipped_nonfinite_steps": run.skipped,
+            "final_loss": run.history[-1]["loss"] if run.history else None,
+            "text_steps": cfg.text_steps,
+            "final_text_loss": text_history[-1]["text_loss"] if text_history else None,
+            "eval": evals["report"],
+            "eval_detect": evals["detect"],
+            "torch": torch.__version__,
+        }
+        with atomic_output_dir(out_dirs[f]) as tmp:
+            run.model.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
+            run.processor.save_pretrained(tmp)
+            (tmp / "train_log.json").write_text(json.dumps(run.history + text_history, indent=1) + "\n")
+            (tmp / "base_record.json").write_text(json.dumps(record, indent=2) + "\n")
+        run.model.to(torch.float32)
+        records[f] = record
+    return records
+
+
+def train_base(model, processor, family: str, cfg: BaseTrainConfig, out_dir: str | Path,
+               device: str | None = None) -> dict:
+    """`train_bases` for one family."""
+    return train_bases({family: (model, processor)}, cfg, {family: out_dir}, device)[family]
+
+
+def main(argv=None) -> None:
+    """`python -m safetyvlm.model.pretrain --families qwen2_5_vl mllama --out DIR --set minutes=8 ...`:
+    train (or continue, `--set init_from=models/shipped/{family}-tiny`) several bases side by side; the
+    GPU runs that made the shipped bases are this command."""
+    import argparse
+
+    import yaml
+
+    from safetyvlm.model.base import prepare_bases
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--families", nargs="+", default=["qwen2_5_vl", "mllama"])
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--out", required=True, help="each family's base goes to OUT/<family>-<preset>")
+    ap.add_argument("--params", default="params.yaml", help="base.train is read from here, then --set")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=YAML", help="override a base.train key")
+    args = ap.parse_args(argv)
+    train = dict(yaml.safe_load(Path(args.params).read_text())["base"]["train"])
+    for item in args.set:
+        key, _, value = item.partition("=")
+        train[key] = yaml.safe_load(value)
+    out = {f: Path(args.out) / f"{f}-{args.preset}" for f in args.families}
+    records = prepare_bases(args.families, args.preset, out, train=train)
+    for f, r in records.items():
+        print(json.dumps({"family": f, "samples": r["samples"], "total_samples": r.get("total_samples"),
+                          "eval": {k: v for k, v in r["eval"].items() if k != "example_answer"},
+                          "eval_detect": {k: v for k, v in r["eval_detect"].items() if k != "example_answer"}}))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main()

@@ -1,0 +1,91 @@
+"""The base pretraining mixture: generic safety text from the corpus, never the knowledge base's entries;
+two families trained on the same rendered scenes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from safetyvlm.data.mixture import generic_report_text, prose_documents, safety_phrases
+from safetyvlm.kb import load_kb
+from safetyvlm.parse import SYNONYMS, parse_report
+from safetyvlm.schema import CATEGORIES, SafetyReport
+
+
+def _kb_phrases():
+    kb = load_kb()
+    return {p.lower() for n in kb.tools for v in kb.safety_fields(n).values()
+            for p in (v if isinstance(v, list) else [v])}
+
+
+def test_every_category_has_phrases_and_none_is_a_knowledge_base_entry():
+    phrases = safety_phrases()
+    assert set(phrases) == set(CATEGORIES)
+    kb = _kb_phrases()
+    for name, p in phrases.items():
+        assert p.functions and p.ppe and p.hazards and p.misuses, name
+        for pool in (p.functions, p.ppe, p.hazards, p.misuses):
+            assert not {x.lower() for x in pool} & kb, name
+
+
+def test_a_generic_report_is_strictly_valid_contract_json_with_corpus_text_not_the_kbs():
+    phrases = safety_phrases()
+    tools = [{"name": "Hammer", "bbox_2d": [10, 20, 60, 90]}, {"name": "Drill", "bbox_2d": [70, 5, 200, 100]}]
+    text = generic_report_text(tools, phrases, np.random.default_rng(0))
+    result = parse_report(text, image_size=(224, 224))
+    assert result.valid, result.errors
+    report = SafetyReport.model_validate(json.loads(text))
+    assert [t.name for t in report.tools] == ["Hammer", "Drill"]
+    kb = load_kb()
+    for tool in report.tools:
+        assert tool.primary_function in phrases[tool.name].functions
+        assert set(tool.primary_hazards) <= set(phrases[tool.name].hazards)
+        assert tool.primary_function != kb.safety_fields(tool.name)["primary_function"]
+    # seeded: the same rng gives the same answer, another gives another
+    assert text == generic_report_text(tools, phrases, np.random.default_rng(0))
+    assert text != generic_report_text(tools, phrases, np.random.default_rng(1))
+
+
+def test_prose_carries_the_corpus_and_every_synonym_but_no_kb_entry():
+    docs = prose_documents()
+    joined = "\n".join(docs)
+    kb = load_kb()
+    assert all(" ".join(p.text.split()) in joined for p in kb.corpus)
+    assert all(f"A {alias} is a kind of {name}." in joined for name in CATEGORIES for alias in SYNONYMS[name])
+    # a knowledge-base hazard phrase never appears as such unless the corpus itself says it
+    corpus = " ".join(" ".join(p.text.split()).lower() for p in kb.corpus)
+    leaked = [h for n in kb.tools for h in kb.safety_fields(n)["primary_hazards"]
+              if h.lower() in joined.lower() and h.lower() not in corpus]
+    assert leaked == []
+
+
+@pytest.mark.slow
+def test_two_families_train_on_the_same_scenes_with_both_prompts():
+    from safetyvlm.model.boxes import model_frame
+    from safetyvlm.model.pretrain import rendered_batches, vision_grid
+    from safetyvlm.model.presets import build_preset_parts
+
+    parts = {}
+    for family in ("qwen2_5_vl", "mllama"):
+        _, proc, _ = build_preset_parts(family, "tiny")
+        parts[family] = (proc, model_frame(family, proc), vision_grid(family, proc, (224, 224)))
+    data = rendered_batches(parts, {"width": 224, "height": 224}, seed=3, batch_size=2, report_fraction=0.5)
+    tasks = set()
+    for b in range(6):
+        batch = data.batch(b)
+        assert set(batch) == set(parts)
+        texts = {}
+        for family, enc in batch.items():
+            proc = parts[family][0]
+            labels = enc["labels"][0]
+            answer = proc.tokenizer.decode(enc["input_ids"][0][labels != -100], skip_special_tokens=True)
+            texts[family] = json.loads(answer)
+            assert enc["aux_cover"].shape[0] == 2
+        # same scene, same tools and the same safety text for both families (boxes in each one's frame)
+        q, m = texts["qwen2_5_vl"]["tools"], texts["mllama"]["tools"]
+        assert [t["name"] for t in q] == [t["name"] for t in m]
+        assert [{k: v for k, v in t.items() if k != "bbox_2d"} for t in q] == \
+               [{k: v for k, v in t.items() if k != "bbox_2d"} for t in m]
+        tasks.add("report" if "primary_function" in q[0] else "detect")
+    assert tasks == {"report", "detect"}
+    assert data.batch(4)["qwen2_5_vl"]["input_ids"].equal(data.batch(4)["qwen2_5_vl"]["input_ids"])
