@@ -59,7 +59,11 @@ def test_write_report_outputs(results, tmp_path):
     assert row[:8] == ["qwen2_5_vl", "finetuned", "1.000", "1.000", "1.000", "1.000", "1.000",
                        "10.00"]
     assert row[head.index("Latency p50 (s)")] == "0.50"
-    assert [c.strip() for c in lines[4].strip("|").split("|")][head.index("Latency p50 (s)")] == "–"
+    empty = [c.strip() for c in lines[4].strip("|").split("|")]  # mllama/base answered nothing
+    assert empty[head.index("Latency p50 (s)")] == "–"
+    assert (empty[head.index("Precision")], empty[head.index("IoU")]) == ("–", "–")
+    assert (empty[head.index("Recall")], empty[head.index("F1")]) == ("0.000", "0.000")
+    assert doc["mllama"]["base"]["precision"] is None and doc["mllama"]["base"]["mean_iou"] is None
 
     for key in ("radar", "heatmap", "per_class"):
         data = paths[key].read_bytes()

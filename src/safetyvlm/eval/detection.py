@@ -39,10 +39,12 @@ def match_image(preds: list[dict], truths: list[dict], threshold: float = 0.5) -
     return matches
 
 
-def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    p = tp / (tp + fp) if tp + fp else 0.0
+def _prf(tp: int, fp: int, fn: int) -> tuple[float | None, float, float]:
+    """(precision, recall, F1). Precision is None with no prediction: no rate, not a flattering or
+    damning 0; recall and F1 stay 0 then, since the truths were missed."""
+    p = tp / (tp + fp) if tp + fp else None
     r = tp / (tp + fn) if tp + fn else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
+    f = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
     return p, r, f
 
 
@@ -93,7 +95,7 @@ class DetectionScores:
             "recall": r,
             "f1": f,
             "macro_f1": macro_f1,
-            "mean_iou": self.iou_sum / self.tp if self.tp else 0.0,
+            "mean_iou": self.iou_sum / self.tp if self.tp else None,  # no matched pair: no mean
             "name_f1": nf,
             "tp": self.tp,
             "fp": self.fp,
