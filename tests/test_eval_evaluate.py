@@ -93,6 +93,31 @@ def test_wrong_class_duplicate_and_shifted_boxes():
     assert ("Wrench", "background") in cells
 
 
+def test_tools_named_outside_the_17_are_false_positives_and_hallucinated():
+    # one correct tool and three boxes named "Whatsit": not precision 1.0 and no hallucination
+    whatsits = [("Whatsit", [10 * k, 10, 10 * k + 20, 40]) for k in range(1, 4)]
+    texts = [answer([("Hammer", [64, 48, 320, 240])]), None]
+    texts[0] = json.dumps({"tools": [*json.loads(texts[0])["tools"],
+                                     *({"name": n, "bbox_2d": b, "required_ppe": ["gloves"]} for n, b in whatsits)]})
+    m = run(texts)
+    assert (m["tp"], m["fp"], m["fn"]) == (1, 3, 2)
+    assert m["precision"] == pytest.approx(0.25) and m["f1"] == pytest.approx(2 / 7)
+    assert m["name_f1"] == pytest.approx(2 / 7)
+    assert m["object_hallucination"] == pytest.approx(0.75)
+    assert m["hallucination"]["objects"]["per_class"] == {"unknown": 3}
+    assert m["map_50"] == pytest.approx(1 / 3)  # one Hammer found of three truths; Whatsits rank in no class
+    assert sum(r["predicted"] == "unknown" for r in m["confusion"]) == 3
+    assert m["answers"][0]["tools"] == 4
+
+
+def test_claims_about_an_unknown_tool_are_unsupported():
+    checker = ClaimChecker(KB, embedder=None)  # never asked to embed: no entry to compare with
+    text = json.dumps({"tools": [{"name": "Whatsit", "bbox_2d": [0, 0, 10, 10],
+                                  "required_ppe": ["gloves"], "primary_hazards": ["cuts"]}]})
+    m = run([text, None], claims=checker)
+    assert m["hallucination"]["claims"]["claims"] == 2 and m["claim_hallucination"] == 1.0
+
+
 def test_boxes_outside_the_image_are_clipped_or_dropped():
     texts = [answer([("Hammer", [64, 48, 320, 240]), ("Drill", [700, 500, 800, 600])]), None]
     m = run(texts)

@@ -150,6 +150,19 @@ def test_invalid_answers_say_why(text, reason):
     assert any(reason in e for e in result.errors), result.errors
 
 
+def test_unknown_names_are_kept_aside_with_their_boxes_and_reported():
+    tools = [GOOD["tools"][0], {"name": "Whatsit", "bbox_2d": [10, 10, 20, 20], "required_ppe": ["gloves"]},
+             {"bbox_2d": [30, 30, 40, 40]}, {"name": "Gizmo"}]
+    result = parse_report(json.dumps({"tools": tools}), image_size=(200, 200))
+    assert [t.name for t in result.report.tools] == [GOOD["tools"][0]["name"]]
+    assert [(u["name"], u["bbox_2d"]) for u in result.unknown] == [("Whatsit", [10, 10, 20, 20]),
+                                                                   ("None", [30, 30, 40, 40])]
+    assert result.unknown[0]["required_ppe"] == ["gloves"]
+    assert not result.valid
+    assert any("unknown tool name 'Whatsit'" in e and "false positive" in e for e in result.errors)
+    assert any("tools[3]: missing bbox_2d; dropped" in e for e in result.errors)  # no box: nothing to score
+
+
 def test_strings_for_lists_are_split_and_flagged():
     tool = {**GOOD["tools"][0], "primary_hazards": "cuts; burns ;"}
     result = parse_report(json.dumps({"tools": [tool]}))

@@ -1,8 +1,8 @@
 """Turn whatever text a model produced into the output contract, deterministically and without raising.
 
 `parse_report` strips code fences and chatter, repairs truncated JSON where it can (json-repair),
-maps near-miss tool names onto the 17 categories, clips boxes to the image, and says *why* a text
-was not a valid answer. `valid` is strict: the text (fences aside) was JSON that matched the schema
+maps near-miss tool names onto the 17 categories (a name it cannot map is kept aside in `unknown`,
+for the metrics to count), clips boxes to the image, and says *why* a text was not a valid answer. `valid` is strict: the text (fences aside) was JSON that matched the schema
 as it stood; anything the parser had to fix or drop makes it invalid and is listed in `errors`.
 No LLM is involved anywhere.
 """
@@ -110,6 +110,10 @@ class ParseResult:
     valid: bool  # strict: parsed and matched the schema with nothing fixed or dropped
     errors: list[str] = field(default_factory=list)
     repaired: bool = False  # the JSON itself had to be repaired (truncation, quotes, commas)
+    # Tools with a box whose name is none of the 17, as dicts {name (as written), bbox_2d, safety
+    # fields}. The contract has no place for them, but they were predicted: the metrics count them
+    # as false positives and hallucinated objects, so naming nonsense never costs less than a wrong tool.
+    unknown: list[dict] = field(default_factory=list)
 
     @property
     def json_ok(self) -> bool:
@@ -242,7 +246,9 @@ _LIST_FIELDS = ("required_ppe", "primary_hazards", "common_misuses", "sources")
 _KNOWN_FIELDS = {"name", "bbox_2d", "primary_function", *_LIST_FIELDS}
 
 
-def _as_tool(raw: object, i: int, image_size, errors: list[str]) -> ToolReport | None:
+def _as_tool(raw: object, i: int, image_size, errors: list[str], unknown: list[dict]) -> ToolReport | None:
+    """The tool as a ToolReport; None when dropped, or when its name is none of the 17 (then it goes
+    to `unknown` if it has a usable box)."""
     where = f"tools[{i}]"
     if not isinstance(raw, dict):
         errors.append(f"{where}: not an object; dropped")
@@ -250,9 +256,9 @@ def _as_tool(raw: object, i: int, image_size, errors: list[str]) -> ToolReport |
     raw_name = raw.get("name")
     name = normalize_tool_name(raw_name)
     if name is None:
-        errors.append(f"{where}: unknown tool name {str(raw_name)[:60]!r}; dropped")
-        return None
-    if name != raw_name:
+        errors.append(f"{where}: unknown tool name {str(raw_name)[:60]!r}; not in the report, "
+                      "scored as a false positive")
+    elif name != raw_name:
         errors.append(f"{where}: name {str(raw_name)[:60]!r} mapped to {name!r}")
     if "bbox_2d" not in raw:
         errors.append(f"{where}: missing bbox_2d; dropped")
@@ -270,6 +276,9 @@ def _as_tool(raw: object, i: int, image_size, errors: list[str]) -> ToolReport |
     if pf is not None and not isinstance(pf, str):
         errors.append(f"{where}: primary_function is not a string")
     fields = {k: _as_text_list(raw.get(k), f"{where}.{k}", errors) for k in _LIST_FIELDS}
+    if name is None:
+        unknown.append({"name": str(raw_name)[:60], "bbox_2d": box, "primary_function": _as_text(pf), **fields})
+        return None
     return ToolReport(name=name, bbox_2d=box, primary_function=_as_text(pf), **fields)
 
 
@@ -296,9 +305,9 @@ def parse_report(text: object, image_size: tuple[int, int] | None = None) -> Par
             errors.append("text around the JSON ignored")
         if repaired:
             errors.append("JSON was malformed or truncated; repaired")
-        tools = []
+        tools, unknown = [], []
         for i, raw in enumerate(_as_tool_list(value, errors)):
-            tool = _as_tool(raw, i, image_size, errors)
+            tool = _as_tool(raw, i, image_size, errors, unknown)
             if tool is not None:
                 tools.append(tool)
         report = SafetyReport(tools=tools)
@@ -308,7 +317,7 @@ def parse_report(text: object, image_size: tuple[int, int] | None = None) -> Par
                 SafetyReport.model_validate(value)
             except ValidationError as exc:
                 errors.append(f"does not match the schema: {str(exc).splitlines()[0][:200]}")
-        return ParseResult(report, not errors, errors, repaired)
+        return ParseResult(report, not errors, errors, repaired, unknown)
     except Exception as exc:  # the contract is "never raises": report anything unforeseen
         errors.append(f"could not parse: {type(exc).__name__}: {str(exc)[:200]}")
         return ParseResult(SafetyReport(), False, errors, False)

@@ -111,6 +111,9 @@ class DetectionScores:
 # stricter, box-quality-weighted companion to F1 rather than a detector's usual ranked AP.
 
 BACKGROUND = "background"
+# The class of a predicted tool whose name is none of the 17 (`ParseResult.unknown`): it matches no
+# truth, so it is a false positive; COCO mAP leaves it out (AP is per category, and it has none).
+UNKNOWN = "unknown"
 
 
 def coco_map(preds_per_image: list[list[dict]], truths_per_image: list[list[dict]],
@@ -145,6 +148,8 @@ def coco_map(preds_per_image: list[list[dict]], truths_per_image: list[list[dict
                                 "category_id": CATEGORY_INDEX[t["name"]] + 1,
                                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
         for p in preds:
+            if p["name"] not in CATEGORY_INDEX:  # UNKNOWN: no category whose AP it could lower
+                continue
             x1, y1, x2, y2 = (float(v) for v in p["bbox_2d"])
             detections.append({"image_id": i, "category_id": CATEGORY_INDEX[p["name"]] + 1,
                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(p.get("score", 1.0))})
@@ -218,10 +223,10 @@ def confusion_rows(preds_per_image: list[list[dict]], truths_per_image: list[lis
 
 
 def confusion_matrix(rows: list[dict]) -> tuple[list[str], list[list[int]]]:
-    """(labels, counts[actual][predicted]) over the 17 categories + background, in that order."""
+    """(labels, counts[actual][predicted]) over the 17 categories, unknown and background, in that order."""
     from safetyvlm.schema import CATEGORIES
 
-    labels = [*CATEGORIES, BACKGROUND]
+    labels = [*CATEGORIES, UNKNOWN, BACKGROUND]
     index = {n: k for k, n in enumerate(labels)}
     counts = [[0] * len(labels) for _ in labels]
     for r in rows:

@@ -3,7 +3,8 @@
 `evaluate_answers` parses each text (`parse_report`), converts every box from the model's frame to
 original-image pixels with the caller's `frame_fn` (the one box-frame converter,
 `safetyvlm.model.boxes.from_model_frame`, with the family's frame bound), clips it to the image, and
-scores. A missing or unparsable answer (None, or no JSON in it) has no predictions: every
+scores. Tools named outside the 17 categories (`ParseResult.unknown`) are scored as predictions of
+the class `UNKNOWN`: false positives for precision and F1, hallucinated objects. A missing or unparsable answer (None, or no JSON in it) has no predictions: every
 ground-truth tool of its image is a false negative, and it counts as invalid JSON.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from safetyvlm.eval.compliance import compliance_rates
-from safetyvlm.eval.detection import DetectionScores, coco_map, confusion_rows, match_image
+from safetyvlm.eval.detection import UNKNOWN, DetectionScores, coco_map, confusion_rows, match_image
 from safetyvlm.eval.hallucination import ClaimChecker, claim_hallucination, object_hallucination
 from safetyvlm.eval.judge import JudgeCase, LocalJudge, run_judge
 from safetyvlm.eval.report import latency_summary
@@ -75,14 +76,19 @@ def evaluate_answers(
     for k, text in enumerate(texts):
         pr = parse_report(text, frame_sizes[k] if frame_sizes is not None else None)
         parsed.append(pr)
+        # A tool named outside the 17 is still a prediction: under the name UNKNOWN it matches no
+        # truth, so it is a false positive and a hallucinated object.
+        candidates = [{"name": t.name, **{f: getattr(t, f) for f in SAFETY_FIELDS}, "bbox_2d": t.bbox_2d}
+                      for t in pr.report.tools]
+        candidates += [{**{f: u[f] for f in SAFETY_FIELDS}, "name": UNKNOWN, "written_name": u["name"],
+                        "bbox_2d": u["bbox_2d"]} for u in pr.unknown]
         tools = []
-        for t in pr.report.tools:
-            box = _to_pixels(t.bbox_2d, image_sizes[k], frame_fn)
+        for tool in candidates:
+            box = _to_pixels(tool["bbox_2d"], image_sizes[k], frame_fn)
             if box is None:
                 dropped += 1
                 continue
-            tools.append({"name": t.name, "bbox_2d": box,
-                          **{f: getattr(t, f) for f in SAFETY_FIELDS}})
+            tools.append({**tool, "bbox_2d": box})
         predicted.append(tools)
     truths = [[{"name": t["name"], "bbox_2d": [float(v) for v in t["bbox_2d"]]} for t in ts]
               for ts in truths]

@@ -10,6 +10,8 @@ from safetyvlm.parse import ParseResult, parse_report
 def to_image_pixels(result: ParseResult, image_size, frame) -> ParseResult:
     for tool in result.report.tools:
         tool.bbox_2d = from_model_frame(tool.bbox_2d, image_size, frame)
+    for tool in result.unknown:
+        tool["bbox_2d"] = from_model_frame(tool["bbox_2d"], image_size, frame)
     return result
 
 
