@@ -7,6 +7,7 @@ import pytest
 
 from safetyvlm.eval.evaluate import evaluate_answers
 from safetyvlm.eval.hallucination import ClaimChecker, load_embedder
+from safetyvlm.eval.report import metrics_document
 from safetyvlm.kb import load_kb
 from safetyvlm.model.boxes import ModelFrame, from_model_frame, to_model_frame
 
@@ -116,6 +117,33 @@ def test_claims_about_an_unknown_tool_are_unsupported():
                                   "required_ppe": ["gloves"], "primary_hazards": ["cuts"]}]})
     m = run([text, None], claims=checker)
     assert m["hallucination"]["claims"]["claims"] == 2 and m["claim_hallucination"] == 1.0
+
+
+def test_invalid_answers_are_counted_by_reason():
+    def tool(name, written):
+        return {**KB.safety_fields(name), "name": written, "bbox_2d": [0, 0, 10, 10]}
+
+    texts = ['{"tools": []}', "no idea", json.dumps({"tools": [tool("Wrench", "spanners")]}),
+             json.dumps({"tools": [tool("Gas wrench", "pipe wrench"), tool("Hammer", "Whatsit")]})]
+    m = evaluate_answers(texts, [[]] * 4, [(100, 100)] * 4, claims=False)
+    assert m["invalid_answers"] == {"answers": 3, "by_reason": {
+        "tool: name … mapped to …": 2, "no JSON object in the text": 1,
+        "tool: unknown tool name …; not in the report, scored as a false positive": 1}}
+    assert metrics_document({"f": {"c": m}})["f"]["c"]["invalid_answers"] == m["invalid_answers"]
+
+
+def test_a_crash_of_the_parser_fails_naming_the_answer(monkeypatch):
+    import safetyvlm.parse as parse_mod
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug in the parser")
+
+    monkeypatch.setattr(parse_mod, "_as_tool", broken)
+    served = parse_mod.parse_report(answers_in(None)[1])  # the service still gets an (invalid) answer
+    assert not served.valid and isinstance(served.crash, ZeroDivisionError)
+    with pytest.raises(RuntimeError, match=r"crashed on answer 1 \('\{\"tools\": \[\{\"name\": \"Wrench\".*"
+                                           r"ZeroDivisionError: a bug in the parser"):
+        run([None, answers_in(None)[1]])
 
 
 def test_boxes_outside_the_image_are_clipped_or_dropped():

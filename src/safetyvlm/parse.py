@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ import json_repair
 from pydantic import ValidationError
 
 from safetyvlm.schema import CATEGORIES, SafetyReport, ToolReport
+
+log = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 200_000  # longer model output is cut before repair so parsing stays fast
 
@@ -114,6 +117,9 @@ class ParseResult:
     # fields}. The contract has no place for them, but they were predicted: the metrics count them
     # as false positives and hallucinated objects, so naming nonsense never costs less than a wrong tool.
     unknown: list[dict] = field(default_factory=list)
+    # The parser's own exception, if it had one: a bug of ours, not a bad answer. The service still
+    # answers (invalid); the eval stage stops on it rather than score a crash as a weak model.
+    crash: Exception | None = None
 
     @property
     def json_ok(self) -> bool:
@@ -318,6 +324,20 @@ def parse_report(text: object, image_size: tuple[int, int] | None = None) -> Par
             except ValidationError as exc:
                 errors.append(f"does not match the schema: {str(exc).splitlines()[0][:200]}")
         return ParseResult(report, not errors, errors, repaired, unknown)
-    except Exception as exc:  # the contract is "never raises": report anything unforeseen
+    except Exception as exc:  # the contract is "never raises": report anything unforeseen, marked as ours
+        log.exception("parse_report crashed on %r", text[:200] if isinstance(text, str) else text)
         errors.append(f"could not parse: {type(exc).__name__}: {str(exc)[:200]}")
-        return ParseResult(SafetyReport(), False, errors, False)
+        return ParseResult(SafetyReport(), False, errors, False, crash=exc)
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def error_reason(message: str) -> str:
+    """The kind of a parser error, without the tool's index, quoted text or numbers, so invalid
+    answers can be counted by reason: "tools[2]: name 'spanners' mapped to 'Wrench'" -> "tool: name …
+    mapped to …"."""
+    reason = re.sub(r"^tools\[\d+\]", "tool", message)
+    reason = _QUOTED.sub("…", reason)
+    reason = re.sub(r"\[[^\]]*\]", "[…]", reason)
+    return re.sub(r"\d+", "N", reason)[:120]

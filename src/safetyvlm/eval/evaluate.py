@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from safetyvlm.eval.compliance import compliance_rates
+from safetyvlm.eval.compliance import compliance_rates, invalid_answers
 from safetyvlm.eval.detection import UNKNOWN, DetectionScores, coco_map, confusion_rows, match_image
 from safetyvlm.eval.hallucination import ClaimChecker, claim_hallucination, object_hallucination
 from safetyvlm.eval.judge import JudgeCase, LocalJudge, run_judge
@@ -58,7 +58,11 @@ def evaluate_answers(
                  None builds one on the packaged MiniLM; False skips claim hallucination
     latencies    seconds per answer, for p50/p95
 
-    Returns a flat dict of scalars (precision ... latency_p95), plus `per_class`, `safety_fields`,
+    A crash of the parser itself (`ParseResult.crash`) raises, naming the answer: it is a bug to
+    fix, not an invalid answer to count.
+
+    Returns a flat dict of scalars (precision ... latency_p95), plus `invalid_answers` (count and
+    counts by reason), `per_class`, `safety_fields`,
     `hallucination`, `judge` (dimension means, overall, judged/failed counts), `latency`,
     `confusion` (rows for a DVC confusion plot) and `answers` (per-answer parse errors and scores).
     """
@@ -75,6 +79,9 @@ def evaluate_answers(
     parsed, predicted, dropped = [], [], 0
     for k, text in enumerate(texts):
         pr = parse_report(text, frame_sizes[k] if frame_sizes is not None else None)
+        if pr.crash is not None:  # our bug, not the model's answer: scoring it as invalid would hide it
+            raise RuntimeError(f"parse_report crashed on answer {k} ({str(text)[:200]!r}): "
+                               f"{type(pr.crash).__name__}: {pr.crash}") from pr.crash
         parsed.append(pr)
         # A tool named outside the 17 is still a prediction: under the name UNKNOWN it matches no
         # truth, so it is a false positive and a hallucinated object.
@@ -132,6 +139,7 @@ def evaluate_answers(
         "map_75": coco["map_75"],
         "json_valid": fmt["json_valid"],
         "json_readable": fmt["json_readable"],
+        "invalid_answers": invalid_answers(parsed),
         "schema_complete": fmt["schema_complete"],
         "safety_agreement": safety["mean"] if safety["tools"] else None,
         "object_hallucination": objects["rate"],
