@@ -4,6 +4,7 @@ import json
 from functools import partial
 
 import pytest
+from test_schema_parse import name_logprobs
 
 from safetyvlm.eval.evaluate import evaluate_answers
 from safetyvlm.eval.hallucination import ClaimChecker, load_embedder
@@ -144,6 +145,22 @@ def test_a_crash_of_the_parser_fails_naming_the_answer(monkeypatch):
     with pytest.raises(RuntimeError, match=r"crashed on answer 1 \('\{\"tools\": \[\{\"name\": \"Wrench\".*"
                                            r"ZeroDivisionError: a bug in the parser"):
         run([None, answers_in(None)[1]])
+
+
+def test_map_ranks_boxes_by_the_models_confidence_not_by_their_order():
+    # two Hammer boxes for one Hammer: a miss and a hit. Without scores every box is 1.0 and COCO keeps
+    # the answer's order, so AP@.5 is 0.5 or 1.0 by the order alone; ranked by the probability of
+    # each name's tokens (the hit's is higher), it is 1.0 both ways.
+    hit, miss = ("Hammer", [64, 48, 320, 240]), ("Hammer", [0, 300, 100, 400])
+    truths, sizes = [TRUTHS[0][:1]], SIZES[:1]
+    for order, logprobs in (([miss, hit], [-2.0, -0.1]), ([hit, miss], [-0.1, -2.0])):
+        text = answer(order)
+        plain = evaluate_answers([text], truths, sizes, claims=False)
+        scored = evaluate_answers([text], truths, sizes, claims=False,
+                                  token_logprobs=[name_logprobs(text, logprobs)])
+        assert plain["map_50"] == pytest.approx(0.5 if order[0] == miss else 1.0)
+        assert scored["map_50"] == pytest.approx(1.0)
+        assert (scored["precision"], scored["recall"]) == (0.5, 1.0)  # F1 at one threshold: order-free
 
 
 def test_boxes_outside_the_image_are_clipped_or_dropped():

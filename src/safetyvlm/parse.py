@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import json_repair
@@ -252,7 +253,27 @@ _LIST_FIELDS = ("required_ppe", "primary_hazards", "common_misuses", "sources")
 _KNOWN_FIELDS = {"name", "bbox_2d", "primary_function", *_LIST_FIELDS}
 
 
-def _as_tool(raw: object, i: int, image_size, errors: list[str], unknown: list[dict]) -> ToolReport | None:
+def _name_scores(text: str, raw_tools: list, token_logprobs) -> list[float | None]:
+    """Per raw tool, the model's probability of the tokens that spell its name: exp of the sum of
+    their log-probabilities (the class-token likelihood Pix2Seq ranks its boxes by). Each name is
+    looked up in `text` as JSON writes it, after the previous tool's; None where it cannot be found."""
+    scores, cursor = [], 0
+    for raw in raw_tools:
+        name = raw.get("name") if isinstance(raw, dict) else None
+        span = None
+        if isinstance(name, str) and name:
+            for written in dict.fromkeys((json.dumps(name, ensure_ascii=False), json.dumps(name))):
+                m = re.compile(r'"name"\s*:\s*' + re.escape(written)).search(text, cursor)
+                if m:
+                    span, cursor = (m.end() - len(written) + 1, m.end() - 1), m.end()
+                    break
+        logprobs = [lp for start, end, lp in token_logprobs if span and start < span[1] and end > span[0]]
+        scores.append(min(1.0, math.exp(sum(logprobs))) if logprobs else None)
+    return scores
+
+
+def _as_tool(raw: object, i: int, image_size, errors: list[str], unknown: list[dict],
+             score: float | None = None) -> ToolReport | None:
     """The tool as a ToolReport; None when dropped, or when its name is none of the 17 (then it goes
     to `unknown` if it has a usable box)."""
     where = f"tools[{i}]"
@@ -283,15 +304,19 @@ def _as_tool(raw: object, i: int, image_size, errors: list[str], unknown: list[d
         errors.append(f"{where}: primary_function is not a string")
     fields = {k: _as_text_list(raw.get(k), f"{where}.{k}", errors) for k in _LIST_FIELDS}
     if name is None:
-        unknown.append({"name": str(raw_name)[:60], "bbox_2d": box, "primary_function": _as_text(pf), **fields})
+        unknown.append({"name": str(raw_name)[:60], "bbox_2d": box, "primary_function": _as_text(pf), **fields,
+                        "score": score})
         return None
-    return ToolReport(name=name, bbox_2d=box, primary_function=_as_text(pf), **fields)
+    return ToolReport(name=name, bbox_2d=box, primary_function=_as_text(pf), **fields, score=score)
 
 
-def parse_report(text: object, image_size: tuple[int, int] | None = None) -> ParseResult:
+def parse_report(text: object, image_size: tuple[int, int] | None = None,
+                 token_logprobs: Sequence[tuple[int, int, float]] | None = None) -> ParseResult:
     """Parse model text into a SafetyReport. Never raises; `errors` says what was wrong or fixed.
 
     `image_size` is (width, height) of the frame the boxes are in; boxes are clipped to it.
+    `token_logprobs`: (start, end, log-probability) of each generated token in `text`
+    (`model.generate.generate_scored`); with them every tool gets a `score`, else it stays None.
     """
     errors: list[str] = []
     try:
@@ -312,8 +337,10 @@ def parse_report(text: object, image_size: tuple[int, int] | None = None) -> Par
         if repaired:
             errors.append("JSON was malformed or truncated; repaired")
         tools, unknown = [], []
-        for i, raw in enumerate(_as_tool_list(value, errors)):
-            tool = _as_tool(raw, i, image_size, errors, unknown)
+        raw_tools = _as_tool_list(value, errors)
+        scores = _name_scores(text, raw_tools, token_logprobs) if token_logprobs else [None] * len(raw_tools)
+        for i, (raw, score) in enumerate(zip(raw_tools, scores)):
+            tool = _as_tool(raw, i, image_size, errors, unknown, score)
             if tool is not None:
                 tools.append(tool)
         report = SafetyReport(tools=tools)

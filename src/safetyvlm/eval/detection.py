@@ -1,9 +1,12 @@
 """Detection scores by the standard definitions: class-aware, one-to-one matching at an IoU threshold.
 
 A prediction is a true positive only if it has the ground truth's class and overlaps an *unmatched*
-ground-truth box with IoU >= threshold; matching is greedy by descending IoU (as COCO does per class),
-so a duplicate prediction of one object is a false positive, never a second hit. The system we model
-counted any overlap as a hit; these numbers are not comparable with that.
+ground-truth box with IoU >= threshold. `match_image` is greedy over all same-class (prediction,
+truth) pairs by descending IoU, whatever the predictions' scores: the best-overlapping pair is
+matched first. (COCO instead takes the predictions in descending score order, each to its best free
+truth; `coco_map` below does that through pycocotools.) A duplicate prediction of one object is a
+false positive, never a second hit. The system we model counted any overlap as a hit; these numbers
+are not comparable with that.
 """
 
 from __future__ import annotations
@@ -105,10 +108,10 @@ class DetectionScores:
 
 
 # ------------------------------------------------------------------------------------- COCO mAP
-# A generative model gives no confidence per box, so every prediction gets score 1.0 (unless the
-# dict carries a "score"). COCOeval sorts detections by score with a stable sort, so ties keep the
-# answer's order: mAP then measures one operating point per answer, not a ranking, and is a
-# stricter, box-quality-weighted companion to F1 rather than a detector's usual ranked AP.
+# COCOeval ranks detections by "score": the model's own probability of each tool's name
+# (`ToolReport.score`, from the generation's log-probabilities). A prediction without one (text from
+# elsewhere) gets 1.0; COCOeval's stable sort then keeps the answer's order, so its AP depends on
+# the order the model listed the boxes in.
 
 BACKGROUND = "background"
 # The class of a predicted tool whose name is none of the 17 (`ParseResult.unknown`): it matches no
@@ -152,7 +155,8 @@ def coco_map(preds_per_image: list[list[dict]], truths_per_image: list[list[dict
                 continue
             x1, y1, x2, y2 = (float(v) for v in p["bbox_2d"])
             detections.append({"image_id": i, "category_id": CATEGORY_INDEX[p["name"]] + 1,
-                               "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(p.get("score", 1.0))})
+                               "bbox": [x1, y1, x2 - x1, y2 - y1],
+                               "score": 1.0 if p.get("score") is None else float(p["score"])})
     if not annotations:
         return empty
     if not detections:  # COCO.loadRes cannot take an empty list; nothing found means AP 0

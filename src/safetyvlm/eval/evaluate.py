@@ -40,6 +40,7 @@ def evaluate_answers(
     frame_fn: FrameFn | None = None,
     *,
     frame_sizes: Sequence[tuple[int, int]] | None = None,
+    token_logprobs: Sequence | None = None,
     judge=None,
     claims: ClaimChecker | None | bool = None,
     kb: KnowledgeBase | None = None,
@@ -53,6 +54,9 @@ def evaluate_answers(
     image_sizes  per image, (width, height) of the original image
     frame_fn     `(box, image_size) -> box in original pixels`; None when answers are in pixels
     frame_sizes  per image, (width, height) of the model's frame, for the parser's clipping
+    token_logprobs  per answer, (start, end, log-probability) of its generated tokens
+                 (`generate_scored`): each tool's score, by which mAP ranks the boxes; None: no scores,
+                 COCO then ranks every box 1.0 in the answer's order
     judge        an object with `judge(JudgeCase) -> Judgment | None`; default `LocalJudge`
     claims       a `ClaimChecker` for claim hallucination (and the local judge's similarity);
                  None builds one on the packaged MiniLM; False skips claim hallucination
@@ -71,6 +75,8 @@ def evaluate_answers(
         raise ValueError(f"{n} answers, {len(truths)} truths, {len(image_sizes)} image sizes")
     if frame_sizes is not None and len(frame_sizes) != n:
         raise ValueError(f"{len(frame_sizes)} frame sizes for {n} answers")
+    if token_logprobs is not None and len(token_logprobs) != n:
+        raise ValueError(f"{len(token_logprobs)} token log-probability lists for {n} answers")
     kb = kb if kb is not None else load_kb()
     if claims is None:
         claims = ClaimChecker(kb)
@@ -78,17 +84,18 @@ def evaluate_answers(
 
     parsed, predicted, dropped = [], [], 0
     for k, text in enumerate(texts):
-        pr = parse_report(text, frame_sizes[k] if frame_sizes is not None else None)
+        pr = parse_report(text, frame_sizes[k] if frame_sizes is not None else None,
+                          token_logprobs[k] if token_logprobs is not None else None)
         if pr.crash is not None:  # our bug, not the model's answer: scoring it as invalid would hide it
             raise RuntimeError(f"parse_report crashed on answer {k} ({str(text)[:200]!r}): "
                                f"{type(pr.crash).__name__}: {pr.crash}") from pr.crash
         parsed.append(pr)
         # A tool named outside the 17 is still a prediction: under the name UNKNOWN it matches no
         # truth, so it is a false positive and a hallucinated object.
-        candidates = [{"name": t.name, **{f: getattr(t, f) for f in SAFETY_FIELDS}, "bbox_2d": t.bbox_2d}
-                      for t in pr.report.tools]
+        candidates = [{"name": t.name, **{f: getattr(t, f) for f in SAFETY_FIELDS}, "bbox_2d": t.bbox_2d,
+                       "score": t.score} for t in pr.report.tools]
         candidates += [{**{f: u[f] for f in SAFETY_FIELDS}, "name": UNKNOWN, "written_name": u["name"],
-                        "bbox_2d": u["bbox_2d"]} for u in pr.unknown]
+                        "bbox_2d": u["bbox_2d"], "score": u["score"]} for u in pr.unknown]
         tools = []
         for tool in candidates:
             box = _to_pixels(tool["bbox_2d"], image_sizes[k], frame_fn)

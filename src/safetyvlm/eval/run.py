@@ -108,7 +108,7 @@ def evaluate_model(model_dir: str, family: str, rows, cfg: EvalConfig, *, retrie
     """
     from safetyvlm.eval.evaluate import evaluate_answers
     from safetyvlm.model.boxes import from_model_frame, model_frame
-    from safetyvlm.model.generate import generate_reports
+    from safetyvlm.model.generate import generate_scored
     from safetyvlm.model.loader import load_model
     from safetyvlm.rag.answer import answer_with_retrieval
 
@@ -120,9 +120,11 @@ def evaluate_model(model_dir: str, family: str, rows, cfg: EvalConfig, *, retrie
         answers = answer_with_retrieval(model, processor, images, retriever, max_new_tokens=cfg.max_new_tokens,
                                         batch_size=cfg.batch_size, first_pass=first_pass)
         texts, plain = [a.text for a in answers], [a.first_pass_text for a in answers]
+        logprobs = [a.token_logprobs for a in answers]
     else:
-        texts = generate_reports(model, processor, images, max_new_tokens=cfg.max_new_tokens,
-                                 batch_size=cfg.batch_size)
+        answers = generate_scored(model, processor, images, max_new_tokens=cfg.max_new_tokens,
+                                  batch_size=cfg.batch_size)
+        texts, logprobs = [a.text for a in answers], [a.token_logprobs for a in answers]
         plain = texts
     batch_seconds = time.perf_counter() - start
     latencies = timed_answers(model, processor, images[: cfg.latency_images], retriever=retriever,
@@ -130,7 +132,7 @@ def evaluate_model(model_dir: str, family: str, rows, cfg: EvalConfig, *, retrie
     sizes = [tuple(im.size) for im in images]
     metrics = evaluate_answers(
         texts, [r["instances"] for r in rows], sizes, lambda box, size: from_model_frame(box, size, frame),
-        frame_sizes=[frame.extent(s) for s in sizes], judge=judge, claims=claims, kb=kb,
+        frame_sizes=[frame.extent(s) for s in sizes], token_logprobs=logprobs, judge=judge, claims=claims, kb=kb,
         latencies=latencies, iou_threshold=cfg.iou_threshold)
     metrics["batch_seconds_per_image"] = batch_seconds / max(1, len(images))
     metrics["model"] = str(model_dir)
