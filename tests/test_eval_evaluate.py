@@ -163,6 +163,21 @@ def test_map_ranks_boxes_by_the_models_confidence_not_by_their_order():
         assert (scored["precision"], scored["recall"]) == (0.5, 1.0)  # F1 at one threshold: order-free
 
 
+def test_grounded_scores_the_knowledge_base_text_the_service_returns():
+    # the right tool in the right place, with safety text the knowledge base does not hold
+    wrong_text = {"primary_function": "Writes poems", "required_ppe": ["none needed"],
+                  "primary_hazards": ["boredom"], "common_misuses": ["every use is fine"]}
+    tools = [{"name": "Hammer", "bbox_2d": [64, 48, 320, 240], **wrong_text},
+             {"name": "Whatsit", "bbox_2d": [400, 100, 600, 400], **wrong_text}]
+    texts = [json.dumps({"tools": tools}), answers_in(None)[1]]
+    own, grounded = run(texts), run(texts, ground=True)
+    assert own["safety_fields"]["primary_function"] == 0.5 and own["safety_agreement"] < 1
+    assert grounded["safety_agreement"] == 1.0 and grounded["safety_fields"]["tools"] == 2
+    assert grounded["judge"]["primary_function"] > own["judge"]["primary_function"]
+    for key in ("tp", "fp", "fn", "precision", "map", "json_valid", "object_hallucination"):
+        assert grounded[key] == own[key], key  # the same answers: detection and validity unchanged
+
+
 def test_boxes_outside_the_image_are_clipped_or_dropped():
     texts = [answer([("Hammer", [64, 48, 320, 240]), ("Drill", [700, 500, 800, 600])]), None]
     m = run(texts)

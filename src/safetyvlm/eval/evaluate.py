@@ -18,11 +18,12 @@ from safetyvlm.eval.hallucination import ClaimChecker, claim_hallucination, obje
 from safetyvlm.eval.judge import JudgeCase, LocalJudge, run_judge
 from safetyvlm.eval.report import latency_summary
 from safetyvlm.eval.safety import SafetyAgreement
-from safetyvlm.kb import KnowledgeBase, load_kb
+from safetyvlm.kb import KnowledgeBase, ground_report, load_kb
 from safetyvlm.parse import parse_report
 from safetyvlm.schema import SAFETY_FIELDS
 
 FrameFn = Callable[[Sequence[float], tuple[int, int]], Sequence[float]]
+NO_SAFETY_FIELDS = {"primary_function": "", "required_ppe": [], "primary_hazards": [], "common_misuses": []}
 
 
 def _to_pixels(box, image_size, frame_fn: FrameFn | None) -> list[float] | None:
@@ -46,6 +47,7 @@ def evaluate_answers(
     kb: KnowledgeBase | None = None,
     latencies: Sequence[float] | None = None,
     iou_threshold: float = 0.5,
+    ground: bool = False,
 ) -> dict:
     """Every metric of one condition.
 
@@ -61,6 +63,10 @@ def evaluate_answers(
     claims       a `ClaimChecker` for claim hallucination (and the local judge's similarity);
                  None builds one on the packaged MiniLM; False skips claim hallucination
     latencies    seconds per answer, for p50/p95
+    ground       score what the service returns by default: each tool's safety fields are the KB
+                 entry of its name (`kb.ground_report`), not the model's text. Validity stays the
+                 text's verdict; a tool named outside the 17 (left out by the service) keeps counting
+                 for detection but says nothing
 
     A crash of the parser itself (`ParseResult.crash`) raises, naming the answer: it is a bug to
     fix, not an invalid answer to count.
@@ -89,6 +95,9 @@ def evaluate_answers(
         if pr.crash is not None:  # our bug, not the model's answer: scoring it as invalid would hide it
             raise RuntimeError(f"parse_report crashed on answer {k} ({str(text)[:200]!r}): "
                                f"{type(pr.crash).__name__}: {pr.crash}") from pr.crash
+        if ground:
+            pr.report = ground_report(pr.report, kb)
+            pr.unknown = [{**u, **NO_SAFETY_FIELDS} for u in pr.unknown]
         parsed.append(pr)
         # A tool named outside the 17 is still a prediction: under the name UNKNOWN it matches no
         # truth, so it is a false positive and a hallucinated object.
@@ -122,10 +131,12 @@ def evaluate_answers(
     objects = object_hallucination(predicted, truths)
     claim = claim_hallucination(predicted, claims) if claims else None
 
+    # a judge reads the answer as the user gets it: grounded, that is the report's JSON
+    shown = [pr.report.to_json() for pr in parsed] if ground else texts
     cases = [JudgeCase(text=text if isinstance(text, str) else "", parsed=pr, predicted=preds,
                        truths=ts, reference={t["name"]: kb.safety_fields(t["name"]) for t in ts},
                        image_size=tuple(size))
-             for text, pr, preds, ts, size in zip(texts, parsed, predicted, truths, image_sizes)]
+             for text, pr, preds, ts, size in zip(shown, parsed, predicted, truths, image_sizes)]
     judged = run_judge(judge, cases)
     per_answer = judged.pop("per_answer")
     lat = latency_summary(latencies) if latencies is not None else None
