@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,14 +51,13 @@ HEATMAP_METRICS: tuple[tuple[str, str], ...] = (
 _NOT_METRICS = ("confusion", "answers")  # per-instance data: plots and debugging, not eval.json
 
 # Said next to every results table: what the safety columns score, and how it differs from the service.
-SCORED_NOTE = (
+SCORED_NOTE = textwrap.fill(
     "What is scored: in rows whose *Safety text* is `model`, the safety columns (Safety agreement, "
     "Complete, Claim halluc. and the judge's content scores) score the safety text the model wrote. "
     "The service does not return that text by default: with `serve.ground: true` each tool's primary "
     "function, PPE, hazards and misuses are the knowledge base's entry for the tool's name. Rows whose "
     "*Safety text* is `KB` score exactly that: the same answers as the model's own row (same detection, "
-    "JSON validity and latency), safety fields from the knowledge base by name.\n"
-)
+    "JSON validity and latency), safety fields from the knowledge base by name.", 100) + "\n"
 
 
 def latency_summary(seconds: Sequence[float] | None) -> dict:
