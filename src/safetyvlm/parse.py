@@ -2,8 +2,10 @@
 
 `parse_report` strips code fences and chatter, repairs truncated JSON where it can (json-repair),
 maps near-miss tool names onto the 17 categories (a name it cannot map is kept aside in `unknown`,
-for the metrics to count), clips boxes to the image, and says *why* a text was not a valid answer. `valid` is strict: the text (fences aside) was JSON that matched the schema
-as it stood; anything the parser had to fix or drop makes it invalid and is listed in `errors`.
+for the metrics to count), clips boxes to the image, and says *why* a text was not a valid answer.
+`valid` is strict: the text (fences aside) was JSON that matched the schema as it stood; anything
+the parser had to fix or drop makes it invalid and is listed in `errors`. With the generation's
+token log-probabilities, each tool also gets its `score` (the probability of its name's tokens).
 No LLM is involved anywhere.
 """
 

@@ -4,8 +4,9 @@
 original-image pixels with the caller's `frame_fn` (the one box-frame converter,
 `safetyvlm.model.boxes.from_model_frame`, with the family's frame bound), clips it to the image, and
 scores. Tools named outside the 17 categories (`ParseResult.unknown`) are scored as predictions of
-the class `UNKNOWN`: false positives for precision and F1, hallucinated objects. A missing or unparsable answer (None, or no JSON in it) has no predictions: every
-ground-truth tool of its image is a false negative, and it counts as invalid JSON.
+the class `UNKNOWN`: false positives for precision and F1, hallucinated objects. A missing or
+unparsable answer (None, or no JSON in it) has no predictions: every ground-truth tool of its image
+is a false negative, and it counts as invalid JSON.
 """
 
 from __future__ import annotations
