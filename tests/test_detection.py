@@ -31,6 +31,17 @@ def test_empty_answer_counts_every_truth_as_missed():
     assert (s["tp"], s["fp"], s["fn"], s["f1"]) == (0, 0, 2, 0)
 
 
+def test_no_prediction_has_no_precision_and_no_mean_iou():
+    # "-" in the table, null in JSON: 0.000 would read as a measured rate
+    s = score([([], [H, D])])
+    assert s["precision"] is None and s["mean_iou"] is None
+    assert (s["recall"], s["f1"]) == (0, 0)
+    assert s["per_class"]["Hammer"]["precision"] is None
+    # predictions that all miss: precision 0 is a real rate, but there is still no matched IoU
+    s = score([([{**H, "name": "Wrench"}], [H])])
+    assert s["precision"] == 0 and s["mean_iou"] is None
+
+
 def test_duplicate_prediction_is_a_false_positive_not_a_second_hit():
     s = score([([H, H], [H])])
     assert (s["tp"], s["fp"], s["fn"]) == (1, 1, 0)

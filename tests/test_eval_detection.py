@@ -4,6 +4,7 @@ import pytest
 
 from safetyvlm.eval.detection import (
     BACKGROUND,
+    UNKNOWN,
     DetectionScores,
     coco_map,
     confusion_matrix,
@@ -61,7 +62,7 @@ def test_confusion_cells_of_a_hand_made_image():
     assert sorted(pairs) == sorted([
         ("Hammer", "Hammer"), ("Drill", "Wrench"), (BACKGROUND, "Pliers"), ("Wrench", BACKGROUND)])
     labels, counts = confusion_matrix(confusion_rows([preds], [[H, D, W]]))
-    assert labels == [*CATEGORIES, BACKGROUND]
+    assert labels == [*CATEGORIES, UNKNOWN, BACKGROUND]
     ix = labels.index
     assert counts[ix("Hammer")][ix("Hammer")] == 1
     assert counts[ix("Drill")][ix("Wrench")] == 1

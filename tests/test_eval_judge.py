@@ -58,12 +58,21 @@ def test_local_judge_gives_a_perfect_answer_ten_everywhere():
 
 def test_local_judge_scores_empty_and_unparsable_answers():
     empty = LocalJudge().judge(case({"tools": []}, TRUTH))
-    assert (empty.tool_identification, empty.primary_function, empty.safety_considerations,
-            empty.common_misuses, empty.structured_output) == (0, 0, 0, 0, 10)
+    assert [getattr(empty, d) for d in DIMENSIONS] == [0.0] * 5
     junk = LocalJudge().judge(case("I think there is a hammer.", TRUTH))
     assert junk.overall == 0.0
     nothing = LocalJudge().judge(case({"tools": []}, []))  # nothing there, nothing claimed
     assert nothing.overall == 10.0
+
+
+def test_an_answer_with_no_tools_earns_nothing_for_structure_when_the_image_has_tools():
+    # readable JSON whose tools were all dropped (names outside the 17) used to get structured_output 5
+    dropped = case({"tools": [{"name": "Whatsit", "bbox_2d": HAMMER_BOX}]}, TRUTH)
+    assert dropped.parsed.json_ok and not dropped.parsed.report.tools
+    j = LocalJudge().judge(dropped)
+    assert j.structured_output == 0.0 and j.overall == 0.0
+    assert LocalJudge().judge(case({"tools": []}, TRUTH)).structured_output == 0.0  # valid, but says nothing
+    assert LocalJudge().judge(case({"tools": []}, [])).structured_output == 10.0  # right: nothing there
 
 
 def test_local_judge_halves_content_for_a_missed_tool_and_costs_an_invented_one():

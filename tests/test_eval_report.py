@@ -6,6 +6,7 @@ import pytest
 
 from safetyvlm.eval.evaluate import evaluate_answers
 from safetyvlm.eval.report import (
+    SCORED_NOTE,
     TABLE_COLUMNS,
     latency_summary,
     metrics_document,
@@ -50,16 +51,22 @@ def test_write_report_outputs(results, tmp_path):
     assert doc["qwen2_5_vl"]["base"]["recall"] == 0.5 and doc["mllama"]["base"]["map"] == 0
     assert doc == metrics_document(results)
 
-    lines = paths["table"].read_text().strip().splitlines()
+    table, note = paths["table"].read_text().split("\n\n")
+    assert note == SCORED_NOTE  # what the safety columns score, next to the table
+    lines = table.strip().splitlines()
     head = [c.strip() for c in lines[0].strip("|").split("|")]
     assert head[:8] == ["Model family", "Condition", "Precision", "Recall", "F1", "IoU",
                         "Instruction Accuracy", "Overall"]
-    assert len(head) == 2 + len(TABLE_COLUMNS) and len(lines) == 2 + 3
+    assert len(head) == 2 + len(TABLE_COLUMNS) + 1 and head[-1] == "Safety text" and len(lines) == 2 + 3
     row = [c.strip() for c in lines[3].strip("|").split("|")]
     assert row[:8] == ["qwen2_5_vl", "finetuned", "1.000", "1.000", "1.000", "1.000", "1.000",
                        "10.00"]
     assert row[head.index("Latency p50 (s)")] == "0.50"
-    assert [c.strip() for c in lines[4].strip("|").split("|")][head.index("Latency p50 (s)")] == "–"
+    empty = [c.strip() for c in lines[4].strip("|").split("|")]  # mllama/base answered nothing
+    assert empty[head.index("Latency p50 (s)")] == "–"
+    assert (empty[head.index("Precision")], empty[head.index("IoU")]) == ("–", "–")
+    assert (empty[head.index("Recall")], empty[head.index("F1")]) == ("0.000", "0.000")
+    assert doc["mllama"]["base"]["precision"] is None and doc["mllama"]["base"]["mean_iou"] is None
 
     for key in ("radar", "heatmap", "per_class"):
         data = paths[key].read_bytes()

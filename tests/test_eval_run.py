@@ -54,31 +54,42 @@ def test_every_condition_is_scored_and_retrieval_reuses_the_plain_first_pass(dat
     model = str(SHIPPED / "{family}-tiny")
     cfg = EvalConfig.from_dict({"families": ["qwen2_5_vl"], "images": 2, "max_new_tokens": 24, "latency_images": 1,
                                 "conditions": [{"name": "plain", "model": model},
-                                               {"name": "plain + RAG", "model": model, "retrieval": True}]})
-    calls = []
-    real = run_mod.evaluate_model
+                                               {"name": "plain + RAG", "model": model, "retrieval": True},
+                                               {"name": "plain grounded", "model": model, "ground": True}]})
+    calls, generated = [], []
+    real, real_generate = run_mod.evaluate_model, run_mod.generate_answers
 
     def spy(*args, **kw):
         calls.append(kw.get("first_pass"))
         return real(*args, **kw)
 
+    def spy_generate(*args, **kw):
+        generated.append(kw.get("retriever") is not None)
+        return real_generate(*args, **kw)
+
     monkeypatch.setattr(run_mod, "evaluate_model", spy)
+    monkeypatch.setattr(run_mod, "generate_answers", spy_generate)
     real_load = index_mod.load_retriever
     monkeypatch.setattr(index_mod, "load_retriever", lambda d, c=None: real_load(d, c, embeddings=embedder))
     results = run_eval(cfg, dataset_dir, faiss_index[0], RagConfig())
     assert calls[0] is None and len(calls[1]) == 2  # the RAG row got the plain row's two answers
+    assert generated == [False, True]  # the grounded row scored the plain row's answers, not new ones
     rows = results["qwen2_5_vl"]
-    assert set(rows) == {"plain", "plain + RAG"}
+    assert set(rows) == {"plain", "plain + RAG", "plain grounded"}
     for name, m in rows.items():
         assert m["n_images"] == 2 and m["retrieval"] == name.endswith("RAG")
+        assert m["grounded"] == name.endswith("grounded")
         assert m["latency"]["n"] == 1 and m["latency_p50"] > 0
         assert 0 <= m["json_valid"] <= 1 and 0 <= m["overall"] <= 10
+    plain, grounded = rows["plain"], rows["plain grounded"]
+    assert [grounded[k] for k in ("tp", "fp", "fn", "json_valid", "latency_p50")] == [
+        plain[k] for k in ("tp", "fp", "fn", "json_valid", "latency_p50")]
     paths = write_report(results, tmp_path / "eval.json", tmp_path / "results.md", tmp_path / "plots")
     doc = json.loads(Path(paths["metrics"]).read_text())
-    assert set(doc["qwen2_5_vl"]) == {"plain", "plain + RAG"} and "answers" not in doc["qwen2_5_vl"]["plain"]
-    table = Path(paths["table"]).read_text().splitlines()
+    assert set(doc["qwen2_5_vl"]) == set(rows) and "answers" not in doc["qwen2_5_vl"]["plain"]
+    table = Path(paths["table"]).read_text().split("\n\n")[0].splitlines()
     assert table[0].startswith("| Model family | Condition | Precision | Recall | F1 | IoU | Instruction Accuracy | Overall")
-    assert len(table) == 4
+    assert len(table) == 5 and table[-1].endswith("| KB |") and table[2].endswith("| model |")
 
 
 @pytest.mark.slow

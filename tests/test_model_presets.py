@@ -294,6 +294,34 @@ def test_generate_reports_one_string_per_image(family, loaded):
     assert len(with_passages) == 2
 
 
+def test_generate_scored_gives_each_token_its_characters_and_its_probability(family, loaded):
+    """Greedy stays greedy (the same texts), the spans tile each text, and each log-probability is the
+    one `compute_transition_scores` gives from generate's full `output_scores` for the same answer."""
+    from safetyvlm.model.generate import generate_reports, generate_scored, prompt_texts, stop_token_ids
+
+    model, processor, _ = loaded
+    imgs = images(3)
+    scored = generate_scored(model, processor, imgs, max_new_tokens=12, batch_size=2)
+    assert [g.text for g in scored] == generate_reports(model, processor, imgs, max_new_tokens=12, batch_size=2)
+    for g in scored:
+        assert g.token_logprobs and g.token_logprobs[0][0] == 0 and g.token_logprobs[-1][1] == len(g.text)
+        assert all(a[1] in (b[0], b[1]) for a, b in zip(g.token_logprobs, g.token_logprobs[1:]))  # contiguous
+        assert all(lp <= 0 for _, _, lp in g.token_logprobs)
+    tok = processor.tokenizer
+    old_side, tok.padding_side = tok.padding_side, "left"
+    inputs = processor(images=[[imgs[0]]], text=prompt_texts(processor, [None]), padding=True,
+                       add_special_tokens=False, return_tensors="pt")
+    tok.padding_side = old_side
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=12, do_sample=False, output_scores=True,
+                             return_dict_in_generate=True, eos_token_id=stop_token_ids(model, processor),
+                             pad_token_id=tok.pad_token_id)
+    full = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)[0]
+    ids = out.sequences[0, inputs["input_ids"].shape[1]:].tolist()
+    expected = [float(v) for i, v in zip(ids, full) if i not in tok.all_special_ids]
+    assert [lp for _, _, lp in scored[0].token_logprobs] == pytest.approx(expected, abs=1e-4)
+
+
 def test_trl_messages_collator_labels_exactly_what_encode_batch_labels(family, loaded):
     """TRL's `messages` form with `assistant_only_loss=True` trains on the same tokens as encode_batch.
 

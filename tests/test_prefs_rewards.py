@@ -66,6 +66,18 @@ def test_format_length():
     assert format_length("{" + "x" * 500 + "}", max_chars=200) == 0.0
 
 
+def test_a_made_up_name_costs_detection_like_a_wrong_one():
+    scorer = AnswerScorer(model_frame("mllama"), KB)
+    size = (200, 100)
+    hammer = {"name": "Hammer", "bbox_2d": [50, 100, 250, 300], **HAMMER}
+    alone = scorer.scores(json.dumps({"tools": [hammer]}), TRUTH[:1], size)["detection_quality"]
+    extra = {"name": "Whatsit", "bbox_2d": [600, 600, 800, 800]}
+    made_up = scorer.scores(json.dumps({"tools": [hammer, extra]}), TRUTH[:1], size)["detection_quality"]
+    wrong = scorer.scores(json.dumps({"tools": [hammer, {**extra, "name": "Drill"}]}), TRUTH[:1],
+                          size)["detection_quality"]
+    assert alone == pytest.approx(1.0) and made_up == pytest.approx(wrong) and made_up < alone
+
+
 def test_scorer_reads_model_frame_boxes_and_weights_the_total():
     frame = model_frame("mllama")  # boxes on a 0..1000 grid
     scorer = AnswerScorer(frame, KB, {"json_validity": 1, "detection_quality": 1, "safety_grounding": 1,

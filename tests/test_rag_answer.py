@@ -16,6 +16,7 @@ from PIL import Image
 from test_rag import embedder, small_kb  # noqa: F401  (session fixtures)
 
 from safetyvlm.kb import Passage
+from safetyvlm.model.generate import Generation
 from safetyvlm.model.prompts import INSTRUCTION, PASSAGES_FOOTER, PASSAGES_HEADER, prompt_text
 from safetyvlm.rag import answer as answer_mod
 from safetyvlm.rag.answer import answer_with_retrieval, detected_tools
@@ -47,7 +48,8 @@ def planted_retriever(tmp_path_factory, small_kb, embedder):  # noqa: F811
 
 
 class FakeGenerate:
-    """Stands in for `generate_reports`: first pass names tools, second pass echoes; records the calls."""
+    """Stands in for `generate_reports` (first pass: names tools) and `generate_scored` (second pass:
+    echoes the passage ids); records the calls."""
 
     def __init__(self, first_answers):
         self.first_answers, self.calls = first_answers, []
@@ -57,6 +59,10 @@ class FakeGenerate:
         if passages is None:
             return list(self.first_answers)
         return [json.dumps({"tools": [], "sources": [p["id"] for p in ps]}) for ps in passages]
+
+    def patch(self, monkeypatch):
+        monkeypatch.setattr(answer_mod, "generate_reports", self)
+        monkeypatch.setattr(answer_mod, "generate_scored", lambda *a, **kw: [Generation(t) for t in self(*a, **kw)])
 
 
 def _block_and_rest(text: str) -> tuple[str, str]:
@@ -74,7 +80,7 @@ def test_detected_tools_are_parsed_and_normalised():
 def test_two_passes_with_sources(planted_retriever, monkeypatch):
     fake = FakeGenerate(['{"tools": [{"name": "cordless drill", "bbox_2d": [1, 2, 30, 40]}]}',
                          '{"tools": []}', '{"tools": [{"name": "Drill", "bbox_2d": [5, 5, 9, 9]}]}'])
-    monkeypatch.setattr(answer_mod, "generate_reports", fake)
+    fake.patch(monkeypatch)
     images = [Image.new("RGB", (32, 32)) for _ in range(3)]
     out = answer_with_retrieval("model", "processor", images, planted_retriever, k=4, max_new_tokens=8)
     assert [c["passages"] is None for c in fake.calls] == [True, False] and fake.calls[0]["task"] == "report"
@@ -97,7 +103,7 @@ def test_two_passes_with_sources(planted_retriever, monkeypatch):
 
 def test_planted_instruction_stays_inside_the_passage_block(planted_retriever, monkeypatch):
     fake = FakeGenerate(['{"tools": [{"name": "Drill", "bbox_2d": [1, 2, 30, 40]}]}'])
-    monkeypatch.setattr(answer_mod, "generate_reports", fake)
+    fake.patch(monkeypatch)
     out = answer_with_retrieval(None, None, [Image.new("RGB", (8, 8))], planted_retriever)
     assert {"drill-planted-note", "drill-planted-close"} <= set(out[0].passage_ids)
     passages = fake.calls[1]["passages"][0]

@@ -50,19 +50,42 @@ def _same_ranking(store, reference, embedder, k=5):  # noqa: F811
 # ----------------------------------------------------------------------------------------- pgvector
 
 
+def start_postgres(data_dir) -> str:
+    """The embedded server's URL. Skips only when its PostgreSQL binary is not here; any other failure
+    (of our code or of the server) is an error, never a skip that would hide a regression."""
+    from safetyvlm.rag import stores
+
+    reason = stores.embedded_postgres_missing()
+    if reason:
+        pytest.skip(reason)
+    return stores.embedded_postgres_url(data_dir)
+
+
 @pytest.fixture(scope="module")
 def postgres(tmp_path_factory):
     """A real PostgreSQL with pgvector for this module; stopped afterwards (its data is in a temp dir)."""
-    from safetyvlm.rag.stores import embedded_postgres_url, stop_embedded_postgres
+    from safetyvlm.rag.stores import stop_embedded_postgres
 
     data_dir = tmp_path_factory.mktemp("pg") / "data"
-    try:
-        url = embedded_postgres_url(data_dir)
-    except Exception as exc:  # noqa: BLE001 - the wheel is installed but its server cannot run here
-        pytest.skip(f"embedded-postgres is installed but its PostgreSQL could not start here: "
-                    f"{type(exc).__name__}: {exc}")
+    url = start_postgres(data_dir)
     yield {"url": url, "data_dir": data_dir}
     stop_embedded_postgres(data_dir)
+
+
+def test_postgres_is_skipped_only_without_its_binary(tmp_path, monkeypatch):
+    import embedded_postgres._commands as commands
+
+    from safetyvlm.rag import stores
+
+    def broken(data_dir):
+        raise TypeError("a regression in our pgvector code")
+
+    monkeypatch.setattr(stores, "embedded_postgres_url", broken)
+    with pytest.raises(TypeError, match="regression"):  # an error, not a skip
+        start_postgres(tmp_path)
+    monkeypatch.setattr(commands, "POSTGRES_BIN_PATH", tmp_path / "no-such-bin")
+    with pytest.raises(pytest.skip.Exception, match="no PostgreSQL binaries"):
+        start_postgres(tmp_path)
 
 
 @pytest.mark.slow

@@ -1,4 +1,6 @@
 import json
+import math
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -148,6 +150,50 @@ def test_invalid_answers_say_why(text, reason):
     result = parse_report(text)
     assert not result.valid
     assert any(reason in e for e in result.errors), result.errors
+
+
+def test_unknown_names_are_kept_aside_with_their_boxes_and_reported():
+    tools = [GOOD["tools"][0], {"name": "Whatsit", "bbox_2d": [10, 10, 20, 20], "required_ppe": ["gloves"]},
+             {"bbox_2d": [30, 30, 40, 40]}, {"name": "Gizmo"}]
+    result = parse_report(json.dumps({"tools": tools}), image_size=(200, 200))
+    assert [t.name for t in result.report.tools] == [GOOD["tools"][0]["name"]]
+    assert [(u["name"], u["bbox_2d"]) for u in result.unknown] == [("Whatsit", [10, 10, 20, 20]),
+                                                                   ("None", [30, 30, 40, 40])]
+    assert result.unknown[0]["required_ppe"] == ["gloves"]
+    assert not result.valid
+    assert any("unknown tool name 'Whatsit'" in e and "false positive" in e for e in result.errors)
+    assert any("tools[3]: missing bbox_2d; dropped" in e for e in result.errors)  # no box: nothing to score
+
+
+def name_logprobs(text: str, per_name: list[float]) -> list[tuple[int, int, float]]:
+    """Hand-made token log-probabilities for `text`: one sure token (0) per character, except that
+    the k-th name written is spelled by two tokens sharing `per_name[k]`."""
+    tokens, pos = [], 0
+    for m, lp in zip(re.finditer(r'"name": "([^"]*)"', text), per_name):
+        start, end = m.span(1)
+        tokens += [(i, i + 1, 0.0) for i in range(pos, start)]
+        tokens += [(start, (start + end) // 2, lp / 2), ((start + end) // 2, end, lp / 2)]
+        pos = end
+    return tokens + [(i, i + 1, 0.0) for i in range(pos, len(text))]
+
+
+def test_each_tool_scores_the_probability_of_its_name_tokens():
+    tools = [{**GOOD["tools"][0], "name": "Hammer"}, {"name": "Whatsit", "bbox_2d": [1, 1, 5, 5]},
+             {**GOOD["tools"][0], "name": "Hammer", "bbox_2d": [2, 2, 9, 9]}]
+    text = "Sure:\n" + json.dumps({"tools": tools})
+    result = parse_report(text, token_logprobs=name_logprobs(text, [-0.5, -1.0, -2.0]))
+    assert [t.score for t in result.report.tools] == pytest.approx([math.exp(-0.5), math.exp(-2.0)])
+    assert result.unknown[0]["score"] == pytest.approx(math.exp(-1.0))
+    assert all(t.score is None for t in parse_report(text).report.tools)  # no log-probabilities: no score
+    # the score is measured, never taken from the text, and never part of a training target
+    written = json.dumps({"tools": [{**GOOD["tools"][0], "score": 0.99}]})
+    own = parse_report(written)
+    assert own.report.tools[0].score is None and not own.valid
+    assert any("unexpected keys" in e and "score" in e for e in own.errors)
+    scored = result.report.tools[0]
+    assert scored.model_dump()["score"] == pytest.approx(math.exp(-0.5))
+    assert "score" not in result.report.to_json() and "score" not in SafetyReport(tools=[
+        scored.model_copy(update={"score": None})]).model_dump()["tools"][0]
 
 
 def test_strings_for_lists_are_split_and_flagged():

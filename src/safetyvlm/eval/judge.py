@@ -182,8 +182,9 @@ class LocalJudge:
     * common_misuses = 10 * sum over pairs of itemF1(misuses) / D;
       itemF1 matches predicted to reference items one-to-one at similarity >= t.
       The reference is the KB entry of the ground-truth tool.
-    * structured_output = 0 if no JSON could be read, else 10 * (valid + complete share) / 2,
-      complete share = tools with all four safety fields / tools (1 for an empty list).
+    * structured_output = 0 if no JSON could be read, or if the answer names no tool of the 17
+      while the image has tools; else 10 * (valid + complete share) / 2, complete share = tools
+      with all four safety fields / tools (1 for an empty list, which is then the right answer).
 
     `sim` is the cosine of MiniLM embeddings with t = `claims.threshold` when a `ClaimChecker` is
     given, otherwise the Dice coefficient of content words with t = `lexical_threshold`.
@@ -226,11 +227,12 @@ class LocalJudge:
                        + item_f1(p.get("primary_hazards") or [], ref["primary_hazards"], sim, t)) / 2
                 ms += item_f1(p.get("common_misuses") or [], ref["common_misuses"], sim, t)
             function, safety, misuse = (10 * v / denom for v in (fs, ss, ms))
-        # structured output
-        if not case.parsed.json_ok:
+        # structured output; an empty tool list for an image with tools is not a well-formed answer
+        # about it, or a model that says nothing would outscore one that tries
+        tools = case.parsed.report.tools
+        if not case.parsed.json_ok or (not tools and T):
             structured = 0.0
         else:
-            tools = case.parsed.report.tools
             share = sum(tool_complete(x) for x in tools) / len(tools) if tools else 1.0
             structured = 10 * (float(case.parsed.valid) + share) / 2
         return Judgment(tool_identification=ident, primary_function=function,
@@ -253,7 +255,8 @@ invented tools both cost.
 invented or belonging to another tool?
 - common_misuses: are common_misuses right for each tool?
 - structured_output: is the answer exactly one JSON object {"tools": [...]} whose tools have name, \
-bbox_2d, primary_function, required_ppe, primary_hazards and common_misuses, with no text around it?
+bbox_2d, primary_function, required_ppe, primary_hazards and common_misuses, with no text around it? \
+An answer that lists no tool while the reference has tools scores 0 here.
 
 Paraphrases count as agreement. Judge only against the reference, not outside knowledge.
 Reply with one JSON object and nothing else:

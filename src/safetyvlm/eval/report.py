@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,6 +49,15 @@ HEATMAP_METRICS: tuple[tuple[str, str], ...] = (
     ("claim_hallucination", "Claim halluc. (lower better)"),
 )
 _NOT_METRICS = ("confusion", "answers")  # per-instance data: plots and debugging, not eval.json
+
+# Said next to every results table: what the safety columns score, and how it differs from the service.
+SCORED_NOTE = textwrap.fill(
+    "What is scored: in rows whose *Safety text* is `model`, the safety columns (Safety agreement, "
+    "Complete, Claim halluc. and the judge's content scores) score the safety text the model wrote. "
+    "The service does not return that text by default: with `serve.ground: true` each tool's primary "
+    "function, PPE, hazards and misuses are the knowledge base's entry for the tool's name. Rows whose "
+    "*Safety text* is `KB` score exactly that: the same answers as the model's own row (same detection, "
+    "JSON validity and latency), safety fields from the knowledge base by name.", 100) + "\n"
 
 
 def latency_summary(seconds: Sequence[float] | None) -> dict:
@@ -88,14 +98,22 @@ def _cell(value, digits: int) -> str:
 
 
 def results_table(results: dict) -> str:
-    """Markdown table, one row per (family, condition). Overall is on the judges' 0-10 scale."""
-    head = ["Model family", "Condition", *(h for _, h, _ in TABLE_COLUMNS)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(TABLE_COLUMNS)) + "|"]
+    """Markdown table, one row per (family, condition). Overall is on the judges' 0-10 scale. The last
+    column says whose safety text the row scores: the model's, or the knowledge base's (grounded)."""
+    head = ["Model family", "Condition", *(h for _, h, _ in TABLE_COLUMNS), "Safety text"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * len(TABLE_COLUMNS) + ["---"]) + "|"]
     for fam, conds in results.items():
         for cond, m in conds.items():
-            cells = [fam, cond, *(_cell(m.get(k), d) for k, _, d in TABLE_COLUMNS)]
+            cells = [fam, cond, *(_cell(m.get(k), d) for k, _, d in TABLE_COLUMNS),
+                     "KB" if m.get("grounded") else "model"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def results_markdown(results: dict) -> str:
+    """The table with the note on what it scores: `metrics/results.md`."""
+    return results_table(results) + "\n" + SCORED_NOTE
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -237,7 +255,7 @@ def write_report(results: dict, metrics_path: str | Path = "metrics/eval.json",
     return {
         "metrics": _write_text(Path(metrics_path),
                                json.dumps(metrics_document(results), indent=2, allow_nan=False) + "\n"),
-        "table": _write_text(Path(table_path), results_table(results)),
+        "table": _write_text(Path(table_path), results_markdown(results)),
         "radar": plot_judge_radar(results, plots_dir / "judge_radar.png"),
         "heatmap": plot_metric_heatmap(results, plots_dir / "metrics_heatmap.png"),
         "per_class": plot_per_class(results, plots_dir / "per_class_f1.png"),

@@ -5,6 +5,11 @@ so a user adds a row by adding an entry. Answers are generated in batches for th
 timed separately, one image at a time (batch 1, as a user's request), on the first `latency_images`.
 A retrieval condition answers in two passes (`answer_with_retrieval`); its first pass is the same
 greedy answer as the plain condition of the same model, so that answer is reused when present.
+
+The metrics score the safety text the model wrote. A condition with `ground: true` scores what the
+service returns by default instead (`serve.ground`): each tool's safety fields are the knowledge
+base's entry for its name. It reuses the answers of an earlier condition with the same model and
+retrieval (same texts, latency and detection), so a grounded row costs no generation.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ def _default_conditions() -> list[dict]:
         {"name": "ft vision+language + RAG", "model": "models/finetune/{family}-vision_language/merged",
          "retrieval": True},
         {"name": "preference-trained", "model": "models/final/{family}/merged", "retrieval": False},
+        {"name": "preference-trained grounded", "model": "models/final/{family}/merged", "retrieval": False,
+         "ground": True},
     ]
 
 
@@ -38,6 +45,7 @@ class Condition:
     name: str
     model: str
     retrieval: bool = False
+    ground: bool = False  # safety fields from the KB entry of each tool's name, as the service returns them
 
     def model_dir(self, family: str) -> str:
         from safetyvlm.model.base import base_model_path
@@ -100,43 +108,68 @@ def timed_answers(model, processor, images, *, retriever=None, max_new_tokens: i
     return out
 
 
-def evaluate_model(model_dir: str, family: str, rows, cfg: EvalConfig, *, retriever=None, judge=None,
-                   claims=None, kb=None, first_pass: Sequence[str] | None = None) -> tuple[dict, list[str]]:
-    """(metrics, plain answers) of one model on `rows`, with retrieval when `retriever` is given.
+@dataclass
+class Answers:
+    """What one model said about the rows, with its timings; the frame its boxes are in."""
 
-    The plain answers are the first pass with retrieval, or the answers themselves without it.
-    """
-    from safetyvlm.eval.evaluate import evaluate_answers
-    from safetyvlm.model.boxes import from_model_frame, model_frame
-    from safetyvlm.model.generate import generate_reports
+    texts: list[str]
+    token_logprobs: list[list]
+    plain: list[str]                  # the first pass with retrieval, else the texts themselves
+    latencies: list[float]
+    batch_seconds: float
+    frame: object
+
+
+def generate_answers(model_dir: str, family: str, rows, cfg: EvalConfig, *, retriever=None,
+                     first_pass: Sequence[str] | None = None) -> Answers:
+    from safetyvlm.model.boxes import model_frame
+    from safetyvlm.model.generate import generate_scored
     from safetyvlm.model.loader import load_model
     from safetyvlm.rag.answer import answer_with_retrieval
 
     model, processor, _ = load_model(model_dir, family=family, dtype="float32")
-    frame = model_frame(family, processor)
     images = [r["image"] for r in rows]
     start = time.perf_counter()
     if retriever is not None:
         answers = answer_with_retrieval(model, processor, images, retriever, max_new_tokens=cfg.max_new_tokens,
                                         batch_size=cfg.batch_size, first_pass=first_pass)
-        texts, plain = [a.text for a in answers], [a.first_pass_text for a in answers]
+        plain = [a.first_pass_text for a in answers]
     else:
-        texts = generate_reports(model, processor, images, max_new_tokens=cfg.max_new_tokens,
-                                 batch_size=cfg.batch_size)
-        plain = texts
+        answers = generate_scored(model, processor, images, max_new_tokens=cfg.max_new_tokens,
+                                  batch_size=cfg.batch_size)
+        plain = [a.text for a in answers]
     batch_seconds = time.perf_counter() - start
     latencies = timed_answers(model, processor, images[: cfg.latency_images], retriever=retriever,
                               max_new_tokens=cfg.max_new_tokens)
-    sizes = [tuple(im.size) for im in images]
+    return Answers([a.text for a in answers], [a.token_logprobs for a in answers], plain, latencies,
+                   batch_seconds, model_frame(family, processor))
+
+
+def evaluate_model(model_dir: str, family: str, rows, cfg: EvalConfig, *, retriever=None, judge=None,
+                   claims=None, kb=None, first_pass: Sequence[str] | None = None, ground: bool = False,
+                   answers: Answers | None = None) -> tuple[dict, Answers]:
+    """(metrics, answers) of one model on `rows`, with retrieval when `retriever` is given.
+
+    `answers`: what this model already said with this retrieval (another condition's), scored again
+    rather than generated again. `ground`: safety fields from the KB entry of each tool's name.
+    """
+    from safetyvlm.eval.evaluate import evaluate_answers
+    from safetyvlm.model.boxes import from_model_frame
+
+    if answers is None:
+        answers = generate_answers(model_dir, family, rows, cfg, retriever=retriever, first_pass=first_pass)
+    frame = answers.frame
+    sizes = [tuple(r["image"].size) for r in rows]
     metrics = evaluate_answers(
-        texts, [r["instances"] for r in rows], sizes, lambda box, size: from_model_frame(box, size, frame),
-        frame_sizes=[frame.extent(s) for s in sizes], judge=judge, claims=claims, kb=kb,
-        latencies=latencies, iou_threshold=cfg.iou_threshold)
-    metrics["batch_seconds_per_image"] = batch_seconds / max(1, len(images))
+        answers.texts, [r["instances"] for r in rows], sizes, lambda box, size: from_model_frame(box, size, frame),
+        frame_sizes=[frame.extent(s) for s in sizes], token_logprobs=answers.token_logprobs, judge=judge,
+        claims=claims, kb=kb, latencies=answers.latencies, iou_threshold=cfg.iou_threshold, ground=ground)
+    metrics["batch_seconds_per_image"] = answers.batch_seconds / max(1, len(rows))
     metrics["model"] = str(model_dir)
     metrics["retrieval"] = retriever is not None
-    metrics["example_answer"] = texts[0][:400] if texts else ""
-    return metrics, plain
+    metrics["grounded"] = ground
+    metrics["example_answer"] = answers.texts[0][:400] if answers.texts else ""
+    return metrics, answers
 
 
 def run_eval(cfg: EvalConfig, dataset_dir: str | Path = "data/dataset", rag_dir: str | Path = "data/rag",
@@ -159,14 +192,18 @@ def run_eval(cfg: EvalConfig, dataset_dir: str | Path = "data/dataset", rag_dir:
     for family in cfg.families:
         results[family] = {}
         plain_answers: dict[str, list[str]] = {}
+        said: dict[tuple[str, bool], Answers] = {}  # (model, retrieval) -> its answers, for grounded rows
         for cond in cfg.conditions:
             model_dir = cond.model_dir(family)
-            log.info("%s / %s: %s%s on %d %s images", family, cond.name, model_dir,
-                     " + retrieval" if cond.retrieval else "", len(rows), cfg.split)
-            metrics, plain = evaluate_model(
+            log.info("%s / %s: %s%s%s on %d %s images", family, cond.name, model_dir,
+                     " + retrieval" if cond.retrieval else "", ", grounded" if cond.ground else "", len(rows),
+                     cfg.split)
+            metrics, answers = evaluate_model(
                 model_dir, family, rows, cfg, retriever=retriever if cond.retrieval else None, judge=judge,
-                claims=claims, kb=kb, first_pass=plain_answers.get(model_dir) if cond.retrieval else None)
-            plain_answers.setdefault(model_dir, plain)
+                claims=claims, kb=kb, first_pass=plain_answers.get(model_dir) if cond.retrieval else None,
+                ground=cond.ground, answers=said.get((model_dir, cond.retrieval)))
+            plain_answers.setdefault(model_dir, answers.plain)
+            said.setdefault((model_dir, cond.retrieval), answers)
             results[family][cond.name] = metrics
             log.info("%s / %s: F1 %.3f, JSON valid %.3f, overall %.2f", family, cond.name, metrics["f1"],
                      metrics["json_valid"], metrics["overall"] or 0.0)

@@ -8,7 +8,7 @@ Submodules import lazily (transformers costs seconds); `from safetyvlm.model imp
     loader.py      load_model(name_or_path, ...) -> (model, processor, info); choose_backend
     boxes.py       original pixels <-> model frame (the only place boxes are scaled)
     prompts.py     INSTRUCTION, build_messages, target_text (the only prompt builder)
-    generate.py    generate_reports: batched greedy decoding
+    generate.py    generate_reports / generate_scored: batched greedy decoding (+ per-token log-probabilities)
     batch.py       encode_batch: prompts + targets -> a batch with completion-only labels
     lora.py        lora_targets / make_lora_config / count_lora_layers per strategy
 """
@@ -25,7 +25,8 @@ _EXPORTS = {
     "ModelFrame": "boxes", "model_frame": "boxes", "to_model_frame": "boxes", "from_model_frame": "boxes",
     "INSTRUCTION": "prompts", "build_messages": "prompts", "assistant_message": "prompts",
     "target_text": "prompts",
-    "generate_reports": "generate", "encode_batch": "batch",
+    "generate_reports": "generate", "generate_scored": "generate", "Generation": "generate",
+    "encode_batch": "batch",
     "STRATEGIES": "lora", "lora_targets": "lora", "make_lora_config": "lora", "count_lora_layers": "lora",
 }
 

@@ -274,7 +274,7 @@ def answer_only_loss_supported() -> bool:
 def evaluate_reports(model, processor, family: str, split, n: int, batch_size: int = 25,
                      max_new_tokens: int = 400, passages=None) -> dict:
     """JSON validity, detection, name F1 and KB agreement of the safety fields on `n` rows of `split`."""
-    from safetyvlm.eval.detection import DetectionScores, match_image
+    from safetyvlm.eval.detection import UNKNOWN, DetectionScores, match_image
     from safetyvlm.eval.safety import SafetyAgreement
     from safetyvlm.model.predict import predict_reports
 
@@ -287,7 +287,8 @@ def evaluate_reports(model, processor, family: str, split, n: int, batch_size: i
     det, safety, valid = DetectionScores(), SafetyAgreement(), 0
     for row, (result, _) in zip(rows, results):
         valid += result.valid
-        preds = [t.model_dump() for t in result.report.tools]
+        # a name outside the 17 is still a prediction: a false positive, as in the eval stage
+        preds = [t.model_dump() for t in result.report.tools] + [{**u, "name": UNKNOWN} for u in result.unknown]
         truths = row["instances"]
         det.add(preds, truths)
         for i, j, _ in match_image(preds, truths):

@@ -1,5 +1,9 @@
 """Batched greedy generation with the one prompt builder; returns raw texts (the caller parses them).
 
+`generate_scored` also returns, per generated token, the characters of the text it spells and its
+log-probability, so the parser can give each tool a confidence (`parse_report(..., token_logprobs)`);
+`generate_reports` is the same greedy call, texts only.
+
 On CUDA, generation runs with PyTorch's cuDNN attention backend excluded (`no_cudnn_attention`): it
 builds an execution plan for every new (query, key) length, i.e. at every decoding step of every new
 prompt length. Measured on an H100 (torch 2.11, tiny presets, 16 images x 64 new tokens, six prompt
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from safetyvlm.model.prompts import build_messages
 from safetyvlm.model.tokenizer import FAMILY_TOKENS
@@ -66,27 +71,90 @@ def prompt_texts(processor, passages_per_image: Sequence, task: str = "report") 
             for p in passages_per_image]
 
 
+@dataclass
+class Generation:
+    """One answer: its text and, per generated token that spells part of it, (start, end) characters of
+    `text` and the token's log-probability. Tokens that complete one multi-byte character share its span."""
+
+    text: str
+    token_logprobs: list[tuple[int, int, float]] = field(default_factory=list)
+
+
+class ChosenLogprobs:
+    """A logits processor that records, at each step, every row's best log-probability and token id.
+    Greedy decoding picks exactly that token, so this is the chosen token's probability under the
+    distribution generate chose from (after processors such as a repetition penalty, if configured).
+    One number per row and step: `output_scores` would keep a vocabulary-wide tensor per step instead
+    (25 rows x 152k vocabulary x 400 steps x 4 B = 6 GB for a 7B Qwen batch)."""
+
+    def __init__(self):
+        self.logprobs: list = []
+        self.ids: list = []
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        best = torch.log_softmax(scores.float(), dim=-1).max(dim=-1)
+        self.logprobs.append(best.values)
+        self.ids.append(best.indices)
+        return scores
+
+
+def token_spans(tokenizer, ids: Sequence[int], logprobs: Sequence[float], text: str) -> list[tuple[int, int, float]]:
+    """(start, end, logprob) of each non-special token of `ids` in `text`, the decoded answer.
+
+    Decoded incrementally (the tokenizers library's `DecodeStream`), so each token's characters are
+    exactly those it added; [] if the pieces do not add up to `text` (a tokenizer whose full decode
+    cleans up spaces), rather than misplaced spans.
+    """
+    from tokenizers.decoders import DecodeStream
+
+    special = set(tokenizer.all_special_ids)
+    stream = DecodeStream(skip_special_tokens=True)
+    spans, pending, pieces, pos = [], [], [], 0
+    for token, logprob in zip(ids, logprobs):
+        if token in special:
+            continue
+        pending.append(float(logprob))
+        piece = stream.step(tokenizer.backend_tokenizer, int(token))
+        if piece:  # None while a character's bytes are incomplete: those tokens share the character
+            spans += [(pos, pos + len(piece), lp) for lp in pending]
+            pos += len(piece)
+            pieces.append(piece)
+            pending = []
+    return spans if "".join(pieces) == text else []
+
+
 def generate_reports(model, processor, images, *, max_new_tokens: int = 512,
                      passages: Sequence | None = None, batch_size: int = 8, task: str = "report") -> list[str]:
-    """Greedy answers for `images` (PIL images), one string per image, in order.
+    """Greedy answers for `images` (PIL images), one string per image, in order (`generate_scored`'s texts)."""
+    return [g.text for g in generate_scored(model, processor, images, max_new_tokens=max_new_tokens,
+                                            passages=passages, batch_size=batch_size, task=task)]
+
+
+def generate_scored(model, processor, images, *, max_new_tokens: int = 512,
+                    passages: Sequence | None = None, batch_size: int = 8, task: str = "report") -> list[Generation]:
+    """Greedy answers for `images` (PIL images) with per-token log-probabilities, one per image, in order.
 
     `passages`: None, one list of `{id, text}` for every image, or one list (or None) per image.
     `task`: "report" (the full contract) or "detect" (names and boxes; see prompts.py).
     Left padding; each sequence stops at the family's end-of-turn token; special tokens are dropped.
     """
     import torch
+    from transformers import LogitsProcessorList
 
     images = [im.convert("RGB") for im in images]
     per_image = _per_image_passages(passages, len(images))
     tok = processor.tokenizer
     stops = stop_token_ids(model, processor)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
+    special = set(tok.all_special_ids)
     device = next(model.parameters()).device
     was_training = model.training
     old_side = tok.padding_side
     tok.padding_side = "left"
     model.eval()
-    out: list[str] = []
+    out: list[Generation] = []
     try:
         with torch.inference_mode(), no_cudnn_attention(device.type == "cuda"):
             for start in range(0, len(images), batch_size):
@@ -96,10 +164,22 @@ def generate_reports(model, processor, images, *, max_new_tokens: int = 512,
                                    add_special_tokens=False, return_tensors="pt").to(device)
                 if "pixel_values" in inputs and model.dtype.is_floating_point:
                     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+                chosen = ChosenLogprobs()
                 generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                           eos_token_id=stops, pad_token_id=pad_id)
+                                           eos_token_id=stops, pad_token_id=pad_id,
+                                           logits_processor=LogitsProcessorList([chosen]))
                 new = generated[:, inputs["input_ids"].shape[1]:]
-                out += tok.batch_decode(new, skip_special_tokens=True)
+                steps = len(chosen.logprobs)  # one per generated column
+                logprobs = torch.stack(chosen.logprobs, 1).tolist() if steps else [[]] * len(batch)
+                best = torch.stack(chosen.ids, 1).tolist() if steps else [[]] * len(batch)
+                for row, text in enumerate(tok.batch_decode(new, skip_special_tokens=True)):
+                    ids = new[row].tolist()
+                    # Past a row's end generate writes padding, not the argmax (special tokens, skipped);
+                    # any other difference means the recorded numbers are not these tokens': no scores.
+                    if any(a != b for a, b in zip(ids, best[row]) if a not in special):
+                        out.append(Generation(text))
+                    else:
+                        out.append(Generation(text, token_spans(tok, ids, logprobs[row], text)))
     finally:
         tok.padding_side = old_side
         model.train(was_training)

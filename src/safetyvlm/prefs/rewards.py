@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from safetyvlm.eval.detection import iou, match_image
+from safetyvlm.eval.detection import UNKNOWN, iou, match_image
 from safetyvlm.eval.safety import _norm
 from safetyvlm.kb import KnowledgeBase
 from safetyvlm.model.boxes import ModelFrame, from_model_frame
@@ -97,13 +97,10 @@ class AnswerScorer:
             raise ValueError("reward weights must sum to more than 0")
 
     def predictions(self, parsed: ParseResult, image_size: Sequence[int]) -> list[dict]:
-        """The parsed tools with boxes in image pixels (the ground truth's frame)."""
-        out = []
-        for t in parsed.report.tools:
-            d = t.model_dump()
-            d["bbox_2d"] = from_model_frame(t.bbox_2d, image_size, self.frame)
-            out.append(d)
-        return out
+        """The parsed tools with boxes in image pixels (the ground truth's frame). Tools named outside
+        the 17 come as class UNKNOWN, so a made-up name costs detection F1 as a wrong one does."""
+        tools = [t.model_dump() for t in parsed.report.tools] + [{**u, "name": UNKNOWN} for u in parsed.unknown]
+        return [{**d, "bbox_2d": from_model_frame(d["bbox_2d"], image_size, self.frame)} for d in tools]
 
     def scores(self, text: str, truths: Sequence[Mapping], image_size: Sequence[int]) -> dict[str, float]:
         """Every reward of one answer, plus `total` (the weighted mean)."""

