@@ -51,7 +51,9 @@ def test_write_report_outputs(results, tmp_path):
     assert doc["qwen2_5_vl"]["base"]["recall"] == 0.5 and doc["mllama"]["base"]["map"] == 0
     assert doc == metrics_document(results)
 
-    table, note = paths["table"].read_text().split("\n\n")
+    text = paths["table"].read_text()
+    assert text.startswith("## Headline columns (95% bootstrap intervals over images)")
+    table, note = text.split("## All columns\n\n")[1].split("\n\n")
     assert note == SCORED_NOTE  # what the safety columns score, next to the table
     lines = table.strip().splitlines()
     head = [c.strip() for c in lines[0].strip("|").split("|")]

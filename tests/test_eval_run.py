@@ -22,7 +22,8 @@ SHIPPED = ROOT / "models" / "shipped"
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("evalrun") / "dataset"
-    build_dataset(DatasetParams.from_dict({"sizes": {"train": 2, "valid": 2, "test": 3}, "seed": 11}), out)
+    build_dataset(DatasetParams.from_dict({"sizes": {"train": 2, "valid": 2, "test": 3}, "seed": 11,
+                                           "shifted": {"size": 2, "render": {"backgrounds": ["mat"]}}}), out)
     return out
 
 
@@ -37,6 +38,21 @@ def test_config_from_params_and_its_errors():
         EvalConfig.from_dict({"conditions": [{"name": "a", "model": "x", "rag": True}]})
     with pytest.raises(ValueError, match="judge"):
         EvalConfig.from_dict({"judge": "gpt"})
+    assert cfg.shifted["split"] == "test_shifted" and set(cfg.shifted["conditions"]) <= {c.name for c in cfg.conditions}
+
+
+def test_shifted_rows_need_the_split_and_known_condition_names(dataset_dir, tmp_path):
+    bad = EvalConfig.from_dict({"conditions": [{"name": "a", "model": "x"}],
+                                "shifted": {"images": 1, "conditions": ["b"]}})
+    with pytest.raises(ValueError, match="not eval.conditions names"):
+        run_eval(bad, dataset_dir)
+    from safetyvlm.data.dataset import DatasetParams, build_dataset
+
+    plain = tmp_path / "plain"
+    build_dataset(DatasetParams.from_dict({"sizes": {"train": 1, "valid": 1, "test": 1}}), plain)
+    missing = EvalConfig.from_dict({"conditions": [{"name": "a", "model": "x"}], "shifted": {"images": 1}})
+    with pytest.raises(ValueError, match="no split 'test_shifted'"):
+        run_eval(missing, plain)
 
 
 def test_a_base_dir_that_records_a_checkpoint_resolves_to_it(tmp_path):
@@ -55,7 +71,8 @@ def test_every_condition_is_scored_and_retrieval_reuses_the_plain_first_pass(dat
     cfg = EvalConfig.from_dict({"families": ["qwen2_5_vl"], "images": 2, "max_new_tokens": 24, "latency_images": 1,
                                 "conditions": [{"name": "plain", "model": model},
                                                {"name": "plain + RAG", "model": model, "retrieval": True},
-                                               {"name": "plain grounded", "model": model, "ground": True}]})
+                                               {"name": "plain grounded", "model": model, "ground": True}],
+                                "shifted": {"images": 1, "conditions": ["plain"]}})
     calls, generated = [], []
     real, real_generate = run_mod.evaluate_model, run_mod.generate_answers
 
@@ -73,9 +90,12 @@ def test_every_condition_is_scored_and_retrieval_reuses_the_plain_first_pass(dat
     monkeypatch.setattr(index_mod, "load_retriever", lambda d, c=None: real_load(d, c, embeddings=embedder))
     results = run_eval(cfg, dataset_dir, faiss_index[0], RagConfig())
     assert calls[0] is None and len(calls[1]) == 2  # the RAG row got the plain row's two answers
-    assert generated == [False, True]  # the grounded row scored the plain row's answers, not new ones
+    # the grounded row scored the plain row's answers, not new ones; the shifted row answered its own images
+    assert generated == [False, True, False]
     rows = results["qwen2_5_vl"]
-    assert set(rows) == {"plain", "plain + RAG", "plain grounded"}
+    assert set(rows) == {"plain", "plain + RAG", "plain grounded", "plain · shifted"}
+    shifted = rows.pop("plain · shifted")
+    assert shifted["n_images"] == 1 and shifted["split"] == "test_shifted" and rows["plain"]["split"] == "test"
     for name, m in rows.items():
         assert m["n_images"] == 2 and m["retrieval"] == name.endswith("RAG")
         assert m["grounded"] == name.endswith("grounded")
@@ -87,7 +107,8 @@ def test_every_condition_is_scored_and_retrieval_reuses_the_plain_first_pass(dat
     paths = write_report(results, tmp_path / "eval.json", tmp_path / "results.md", tmp_path / "plots")
     doc = json.loads(Path(paths["metrics"]).read_text())
     assert set(doc["qwen2_5_vl"]) == set(rows) and "answers" not in doc["qwen2_5_vl"]["plain"]
-    table = Path(paths["table"]).read_text().split("\n\n")[0].splitlines()
+    assert "per_image" not in doc["qwen2_5_vl"]["plain"] and set(doc["qwen2_5_vl"]["plain"]["ci"]) >= {"f1"}
+    table = Path(paths["table"]).read_text().split("## All columns\n\n")[1].split("\n\n")[0].splitlines()
     assert table[0].startswith("| Model family | Condition | Precision | Recall | F1 | IoU | Instruction Accuracy | Overall")
     assert len(table) == 5 and table[-1].endswith("| KB |") and table[2].endswith("| model |")
 

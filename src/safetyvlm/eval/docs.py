@@ -14,7 +14,15 @@ import sys
 import textwrap
 from pathlib import Path
 
-from safetyvlm.eval.report import SCORED_NOTE, _cell, _write_text, results_table
+from safetyvlm.eval.report import (
+    COMPARISON_NOTE,
+    SCORED_NOTE,
+    _cell,
+    _write_text,
+    comparisons_table,
+    main_table,
+    results_table,
+)
 
 DOC_PATH = Path("docs/results.md")
 STRATEGY_ORDER = ("vision", "language", "vision_language")
@@ -46,12 +54,19 @@ def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
 
 
-def eval_section(doc: dict) -> str:
-    """The eval stage's table (`metrics/eval.json`) with the note on what its safety columns score."""
+def eval_section(doc: dict, compared: list[dict] | None = None) -> str:
+    """The eval stage's tables (`metrics/eval.json`): headline columns with 95% bootstrap intervals, the
+    paired comparisons (`metrics/eval_comparisons.json`), all columns, and what the safety columns score."""
     sizes = sorted({m.get("n_images") for conds in doc.values() for m in conds.values()}, key=str)
     images = f"{sizes[0]} images per row" if len(sizes) == 1 else f"images per row: {sizes}"
-    intro = _para(f"From `metrics/eval.json`: {images}, greedy; latency in seconds per image at batch 1.")
-    return f"## Evaluation (eval stage)\n\n{intro}\n{results_table(doc)}\n{SCORED_NOTE}"
+    intro = _para(f"From `metrics/eval.json`: {images}, greedy; rows ending in \"· shifted\" are on the shifted "
+                  "test set (`dataset.shifted`: surfaces, lighting, sizes and clutter never seen in training). "
+                  "Brackets: 95% bootstrap intervals over images.")
+    parts = [f"## Evaluation (eval stage)\n\n{intro}\n{main_table(doc)}\n{SCORED_NOTE}"]
+    if compared:
+        parts.append("### Which differences are real\n\n" + comparisons_table(compared) + "\n" + COMPARISON_NOTE)
+    parts.append("### All columns\n\n" + _para("Latency in seconds per image at batch 1.") + "\n" + results_table(doc))
+    return "\n".join(parts)
 
 
 def finetune_section(runs: dict[str, dict], families: list[str]) -> str:
@@ -95,7 +110,9 @@ def results_doc(metrics_dir: str | Path = "metrics") -> str:
     runs = {p.stem: _read(p) for p in sorted((metrics_dir / "finetune").glob("*.json"))
             if not p.stem.endswith("-loss")}
     evaluation = _read(metrics_dir / "eval.json")
-    sections = [HEADER, eval_section(evaluation), finetune_section(runs, list(evaluation)),
+    compared_path = metrics_dir / "eval_comparisons.json"
+    compared = _read(compared_path) if compared_path.exists() else None
+    sections = [HEADER, eval_section(evaluation, compared), finetune_section(runs, list(evaluation)),
                 rag_section(_read(metrics_dir / "rag.json"))]
     return "\n".join(sections)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from safetyvlm.eval.bootstrap import intervals
 from safetyvlm.eval.compliance import compliance_rates, invalid_answers
 from safetyvlm.eval.detection import UNKNOWN, DetectionScores, coco_map, confusion_rows, match_image
 from safetyvlm.eval.hallucination import ClaimChecker, claim_hallucination, object_hallucination
@@ -73,7 +74,8 @@ def evaluate_answers(
     fix, not an invalid answer to count.
 
     Returns a flat dict of scalars (precision ... latency_p95), plus `invalid_answers` (count and
-    counts by reason), `per_class`, `safety_fields`,
+    counts by reason), `ci` (95% bootstrap intervals over images, `eval.bootstrap`), `per_image` (the
+    counts they resample), `per_class`, `safety_fields`,
     `hallucination`, `judge` (dimension means, overall, judged/failed counts), `latency`,
     `confusion` (rows for a DVC confusion plot) and `answers` (per-answer parse errors and scores).
     """
@@ -119,10 +121,19 @@ def evaluate_answers(
 
     det = DetectionScores(threshold=iou_threshold)
     agreement = SafetyAgreement()
-    for preds, ts in zip(predicted, truths):
+    per_image = []  # the counts each headline metric sums, per image: bootstrap intervals resample them
+    for pr, preds, ts in zip(parsed, predicted, truths):
+        before = (det.tp, det.fp, det.fn, det.iou_sum, det.name_tp, det.name_fp, det.name_fn,
+                  sum(agreement.sums.values()), agreement.count)
         det.add(preds, ts)
         for i, j, _ in match_image(preds, ts, iou_threshold):
             agreement.add(preds[i], kb.safety_fields(ts[j]["name"]))
+        after = (det.tp, det.fp, det.fn, det.iou_sum, det.name_tp, det.name_fp, det.name_fn,
+                 sum(agreement.sums.values()), agreement.count)
+        row = dict(zip(("tp", "fp", "fn", "iou_sum", "name_tp", "name_fp", "name_fn", "agree_sum", "agree_n"),
+                       (round(a - b, 6) for a, b in zip(after, before))))
+        row["agree_sum"] = round(row["agree_sum"] / len(SAFETY_FIELDS), 6)  # per tool: mean of its fields
+        per_image.append({**row, "valid": int(pr.valid)})
     d = det.summary()
     coco = coco_map(predicted, truths, list(image_sizes))
     for c, ap in coco["per_class_ap"].items():
@@ -168,6 +179,8 @@ def evaluate_answers(
         "latency_p50": lat["p50"] if lat else None,
         "latency_p95": lat["p95"] if lat else None,
         "boxes_dropped": dropped,
+        "ci": intervals(per_image),
+        "per_image": per_image,
         "per_class": d["per_class"],
         "safety_fields": safety,
         "hallucination": {"objects": objects, "claims": claim},

@@ -48,7 +48,21 @@ HEATMAP_METRICS: tuple[tuple[str, str], ...] = (
     ("object_hallucination", "Object halluc. (lower better)"),
     ("claim_hallucination", "Claim halluc. (lower better)"),
 )
-_NOT_METRICS = ("confusion", "answers")  # per-instance data: plots and debugging, not eval.json
+_NOT_METRICS = ("confusion", "answers", "per_image")  # per-instance data: plots, intervals, debugging
+
+# The main columns, each with its 95% bootstrap interval over images (`eval.bootstrap`).
+MAIN_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("json_valid", "JSON valid"), ("name_f1", "Name F1"), ("f1", "Det F1 @.5"), ("mean_iou", "IoU"),
+    ("safety_agreement", "Safety agreement"),
+)
+SHIFTED_SUFFIX = " · shifted"  # a condition's row on the shifted test set (eval.shifted)
+# The comparisons the results make: (condition A, condition B) - A's metric minus B's, on the same images.
+COMPARISONS: tuple[tuple[str, str], ...] = (
+    ("ft vision", "zero-shot"), ("ft language", "zero-shot"), ("ft vision+language", "zero-shot"),
+    ("ft vision+language", "ft vision"), ("ft vision+language", "ft language"),
+    ("ft vision+language + RAG", "ft vision+language"), ("preference-trained", "ft vision+language"),
+)
+COMPARED_METRICS = ("json_valid", "name_f1", "f1", "safety_agreement")
 
 # Said next to every results table: what the safety columns score, and how it differs from the service.
 SCORED_NOTE = textwrap.fill(
@@ -111,9 +125,85 @@ def results_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _with_ci(m: dict, key: str) -> str:
+    value = _cell(m.get(key), 3)
+    ci = (m.get("ci") or {}).get(key)
+    return f"{value} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and value != "–" else value
+
+
+def main_table(results: dict) -> str:
+    """The headline columns with their 95% bootstrap intervals over images, one row per condition."""
+    head = ["Model family", "Condition", "Images", *(h for _, h in MAIN_COLUMNS), "Safety text"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(MAIN_COLUMNS) + 1) + ["---"]) + "|"]
+    for fam, conds in results.items():
+        for cond, m in conds.items():
+            cells = [fam, cond, str(m.get("n_images", "–")), *(_with_ci(m, k) for k, _ in MAIN_COLUMNS),
+                     "KB" if m.get("grounded") else "model"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def comparisons(results: dict) -> list[dict]:
+    """Paired differences (A - B on the same images, 95% paired bootstrap interval) for COMPARISONS, and
+    each condition on the shifted set against itself on the test set, per family and COMPARED_METRICS."""
+    from safetyvlm.eval.bootstrap import paired_difference
+
+    out = []
+    for fam, conds in results.items():
+        pairs = [(a, b) for a, b in COMPARISONS if a in conds and b in conds]
+        pairs += [(c, c[: -len(SHIFTED_SUFFIX)]) for c in conds
+                  if c.endswith(SHIFTED_SUFFIX) and c[: -len(SHIFTED_SUFFIX)] in conds]
+        for a, b in pairs:
+            pa, pb = conds[a].get("per_image"), conds[b].get("per_image")
+            if not pa or not pb:
+                continue
+            paired = len(pa) == len(pb) and not a.endswith(SHIFTED_SUFFIX)
+            for metric in COMPARED_METRICS:
+                if paired:
+                    d = paired_difference(pa, pb, metric)
+                else:  # other images (the shifted set): the two rows' own intervals, not a paired one
+                    va, vb = conds[a].get(metric), conds[b].get(metric)
+                    d = {"metric": metric, "difference": None if va is None or vb is None else round(va - vb, 4),
+                         "ci": None, "significant": None}
+                out.append({"family": fam, "a": a, "b": b, "paired": paired, **d})
+    return out
+
+
+def comparisons_table(rows: list[dict]) -> str:
+    head = ["Model family", "A", "B", *(h for k, h in MAIN_COLUMNS if k in COMPARED_METRICS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * len(COMPARED_METRICS)) + "|"]
+    grouped: dict[tuple, dict] = {}
+    for r in rows:
+        grouped.setdefault((r["family"], r["a"], r["b"]), {})[r["metric"]] = r
+    for (fam, a, b), by_metric in grouped.items():
+        cells = []
+        for k, _ in MAIN_COLUMNS:
+            if k not in COMPARED_METRICS:
+                continue
+            r = by_metric.get(k)
+            if not r or r["difference"] is None:
+                cells.append("–")
+            elif r["ci"]:
+                mark = " *" if r["significant"] else ""
+                cells.append(f"{r['difference']:+.3f} [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]{mark}")
+            else:
+                cells.append(f"{r['difference']:+.3f}")
+        lines.append("| " + " | ".join([fam, a, b, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+COMPARISON_NOTE = textwrap.fill(
+    "A - B on the same test images, with the 95% paired bootstrap interval over images (2,000 resamples); "
+    "* marks an interval that excludes 0, i.e. a difference these images support. Rows against a "
+    "shifted-set condition compare different images: the difference only, see each row's own interval.", 100) + "\n"
+
+
 def results_markdown(results: dict) -> str:
-    """The table with the note on what it scores: `metrics/results.md`."""
-    return results_table(results) + "\n" + SCORED_NOTE
+    """`metrics/results.md`: the headline columns with intervals, the paired comparisons, the full table,
+    and the note on what the safety columns score."""
+    return ("## Headline columns (95% bootstrap intervals over images)\n\n" + main_table(results) + "\n"
+            + "## Which differences are real\n\n" + comparisons_table(comparisons(results)) + "\n"
+            + COMPARISON_NOTE + "\n## All columns\n\n" + results_table(results) + "\n" + SCORED_NOTE)
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -252,9 +342,12 @@ def write_report(results: dict, metrics_path: str | Path = "metrics/eval.json",
                  plots_dir: str | Path = "plots/eval") -> dict[str, Path | list[Path]]:
     """Write eval.json, results.md, the three PNG plots and the confusion rows; returns the paths."""
     plots_dir = Path(plots_dir)
+    compared = _clean(comparisons(results))
     return {
         "metrics": _write_text(Path(metrics_path),
                                json.dumps(metrics_document(results), indent=2, allow_nan=False) + "\n"),
+        "comparisons": _write_text(Path(metrics_path).with_name("eval_comparisons.json"),
+                                   json.dumps(compared, indent=1, allow_nan=False) + "\n"),
         "table": _write_text(Path(table_path), results_markdown(results)),
         "radar": plot_judge_radar(results, plots_dir / "judge_radar.png"),
         "heatmap": plot_metric_heatmap(results, plots_dir / "metrics_heatmap.png"),

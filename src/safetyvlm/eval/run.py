@@ -69,6 +69,9 @@ class EvalConfig:
     openai: dict = field(default_factory=lambda: {"model": "gpt-4o-mini", "base_url": None,
                                                    "api_key_env": "OPENAI_API_KEY", "cache_dir": None})
     conditions: list[dict] = field(default_factory=_default_conditions)
+    # The shifted test set (dataset.shifted): `conditions` (names above) again on `images` of `split`,
+    # each as the row "<name> · shifted"; {} or images 0: none
+    shifted: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.judge not in ("local", "openai"):
@@ -180,8 +183,22 @@ def run_eval(cfg: EvalConfig, dataset_dir: str | Path = "data/dataset", rag_dir:
     from safetyvlm.kb import load_kb
     from safetyvlm.rag.index import load_retriever
 
-    split = load_dataset_dir(dataset_dir)[cfg.split]
+    from safetyvlm.eval.report import SHIFTED_SUFFIX
+
+    dd = load_dataset_dir(dataset_dir)
+    split = dd[cfg.split]
     rows = split.select(range(len(split) if cfg.images is None else min(cfg.images, len(split))))
+    runs = [(cond, cond.name, rows, cfg.split) for cond in cfg.conditions]
+    if cfg.shifted.get("images"):
+        name = cfg.shifted.get("split", "test_shifted")
+        if name not in dd:
+            raise ValueError(f"eval.shifted: the dataset has no split {name!r} (set dataset.shifted.size)")
+        wanted = cfg.shifted.get("conditions") or [c.name for c in cfg.conditions]
+        unknown = sorted(set(wanted) - {c.name for c in cfg.conditions})
+        if unknown:
+            raise ValueError(f"eval.shifted.conditions: {unknown} are not eval.conditions names")
+        shifted = dd[name].select(range(min(int(cfg.shifted["images"]), len(dd[name]))))
+        runs += [(c, c.name + SHIFTED_SUFFIX, shifted, name) for c in cfg.conditions if c.name in wanted]
     kb = load_kb()
     claims = ClaimChecker(kb, threshold=cfg.claim_threshold)
     judge = make_judge(cfg, claims)
@@ -191,20 +208,22 @@ def run_eval(cfg: EvalConfig, dataset_dir: str | Path = "data/dataset", rag_dir:
     results: dict[str, dict] = {}
     for family in cfg.families:
         results[family] = {}
-        plain_answers: dict[str, list[str]] = {}
-        said: dict[tuple[str, bool], Answers] = {}  # (model, retrieval) -> its answers, for grounded rows
-        for cond in cfg.conditions:
+        plain_answers: dict[tuple[str, str], list[str]] = {}  # (model, split) -> plain answers
+        said: dict[tuple[str, bool, str], Answers] = {}  # (model, retrieval, split) -> answers, for grounded rows
+        for cond, row_name, row_set, split_name in runs:
             model_dir = cond.model_dir(family)
-            log.info("%s / %s: %s%s%s on %d %s images", family, cond.name, model_dir,
-                     " + retrieval" if cond.retrieval else "", ", grounded" if cond.ground else "", len(rows),
-                     cfg.split)
+            log.info("%s / %s: %s%s%s on %d %s images", family, row_name, model_dir,
+                     " + retrieval" if cond.retrieval else "", ", grounded" if cond.ground else "", len(row_set),
+                     split_name)
             metrics, answers = evaluate_model(
-                model_dir, family, rows, cfg, retriever=retriever if cond.retrieval else None, judge=judge,
-                claims=claims, kb=kb, first_pass=plain_answers.get(model_dir) if cond.retrieval else None,
-                ground=cond.ground, answers=said.get((model_dir, cond.retrieval)))
-            plain_answers.setdefault(model_dir, answers.plain)
-            said.setdefault((model_dir, cond.retrieval), answers)
-            results[family][cond.name] = metrics
-            log.info("%s / %s: F1 %.3f, JSON valid %.3f, overall %.2f", family, cond.name, metrics["f1"],
+                model_dir, family, row_set, cfg, retriever=retriever if cond.retrieval else None, judge=judge,
+                claims=claims, kb=kb,
+                first_pass=plain_answers.get((model_dir, split_name)) if cond.retrieval else None,
+                ground=cond.ground, answers=said.get((model_dir, cond.retrieval, split_name)))
+            plain_answers.setdefault((model_dir, split_name), answers.plain)
+            said.setdefault((model_dir, cond.retrieval, split_name), answers)
+            metrics["split"] = split_name
+            results[family][row_name] = metrics
+            log.info("%s / %s: F1 %.3f, JSON valid %.3f, overall %.2f", family, row_name, metrics["f1"],
                      metrics["json_valid"], metrics["overall"] or 0.0)
     return results

@@ -265,7 +265,7 @@ def evaluate_base(model, processor, family: str, *, n: int, seed: int, render: d
     """Name F1, detection P/R/F1@0.5, mean IoU, JSON readable / strictly valid, and (report task) the
     share of tools with all four safety fields filled, on `n` freshly rendered scenes."""
     from safetyvlm.data.render import RenderConfig, render_examples
-    from safetyvlm.eval.detection import DetectionScores
+    from safetyvlm.eval.detection import UNKNOWN, DetectionScores
     from safetyvlm.model.predict import predict_reports
 
     examples = list(render_examples(n, seed, RenderConfig.from_dict(render), split="eval"))
@@ -275,7 +275,9 @@ def evaluate_base(model, processor, family: str, *, n: int, seed: int, render: d
     for ex, (result, _) in zip(examples, results):
         json_ok += result.json_ok
         valid += result.valid
-        scores.add([t.model_dump() for t in result.report.tools], ex.instances)
+        # a name outside the 17 is still a prediction: a false positive, as in the eval stage
+        preds = [t.model_dump() for t in result.report.tools] + [{**u, "name": UNKNOWN} for u in result.unknown]
+        scores.add(preds, ex.instances)
         for t in result.report.tools:
             tools += 1
             filled += bool(t.primary_function and t.required_ppe and t.primary_hazards and t.common_misuses)
