@@ -59,3 +59,27 @@ def test_dvc_regenerates_the_doc_after_the_stages_it_reads():
     assert {"metrics/eval.json", "metrics/finetune", "metrics/rag.json", "src/safetyvlm/eval/docs.py"} <= set(
         stage["deps"])
     assert stage["outs"] == [{"docs/results.md": {"cache": False}}]
+
+
+def test_targets_name_the_best_finetuned_row_and_say_by_how_much_each_is_missed():
+    from safetyvlm.eval.docs import targets_section
+
+    def row(**kw):
+        base = {"json_valid": 0.95, "name_f1": 0.85, "f1": 0.75, "mean_iou": 0.8, "safety_agreement": 0.92,
+                "claim_hallucination": 0.05, "ci": {"f1": [0.7, 0.8]}}
+        return {**base, **kw}
+
+    doc = {"qwen2_5_vl": {"zero-shot": row(f1=0.65), "ft vision": row(f1=0.5),
+                          "ft vision+language": row(f1=0.82, json_valid=0.99, name_f1=0.91),
+                          "ft vision+language grounded": {**row(f1=0.99), "grounded": True},
+                          "ft vision+language · shifted": row(f1=0.69, claim_hallucination=0.3)}}
+    lines = targets_section(doc).splitlines()
+    split = ([c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines if ln.startswith("| qwen"))
+    cells = {(c[1], c[2]): c[5] for c in split}
+    assert cells[("zero-shot", "det F1 @0.5")] == "missed by 0.050"
+    assert cells[("zero-shot", "JSON valid")] == "met"
+    # the grounded row (not the model's own answers) is never the best finetuned row
+    assert cells[("best finetuned: ft vision+language", "det F1 @0.5")] == "met"
+    assert cells[("ft vision+language · shifted", "det F1 @0.5")] == "missed by 0.010"
+    assert cells[("ft vision+language · shifted", "claim hallucination")] == "missed by 0.100"
+    assert "0.820 [0.70, 0.80]" in targets_section(doc)

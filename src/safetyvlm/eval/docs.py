@@ -69,6 +69,57 @@ def eval_section(doc: dict, compared: list[dict] | None = None) -> str:
     return "\n".join(parts)
 
 
+# Issue 18's targets for the default pipeline: (metric, label, bound, higher is better)
+ZERO_SHOT_TARGETS = (("json_valid", "JSON valid", 0.9, True), ("name_f1", "name F1", 0.8, True),
+                     ("f1", "det F1 @0.5", 0.7, True))
+FINETUNE_TARGETS = (("json_valid", "JSON valid", 0.97, True), ("name_f1", "name F1", 0.9, True),
+                    ("f1", "det F1 @0.5", 0.8, True), ("mean_iou", "mean IoU", 0.75, True),
+                    ("safety_agreement", "safety agreement", 0.9, True),
+                    ("claim_hallucination", "claim hallucination", 0.10, False))
+SHIFT_TOLERANCE = 0.1
+
+
+def _verdict(value, bound: float, higher: bool) -> str:
+    if value is None:
+        return "no figure"
+    gap = (bound - value) if higher else (value - bound)
+    return "met" if gap <= 0 else f"missed by {gap:.3f}"
+
+
+def targets_section(doc: dict) -> str:
+    """The default pipeline's targets against the eval rows: the zero-shot row (the bases), the best
+    finetuned row (highest det F1 among the model's own answers) and that row on the shifted set."""
+    from safetyvlm.eval.report import SHIFTED_SUFFIX
+
+    head = ["family", "row", "metric", "target", "measured [95% CI]", "verdict"]
+    rows = []
+    for fam, conds in doc.items():
+        own = {c: m for c, m in conds.items() if not m.get("grounded") and not c.endswith(SHIFTED_SUFFIX)}
+        checks = []
+        if "zero-shot" in own:
+            checks.append(("zero-shot", own["zero-shot"], ZERO_SHOT_TARGETS))
+        tuned = {c: m for c, m in own.items() if c != "zero-shot"}
+        if tuned:
+            best = max(tuned, key=lambda c: tuned[c].get("f1") or 0.0)
+            checks.append((f"best finetuned: {best}", tuned[best], FINETUNE_TARGETS))
+            shifted = conds.get(best + SHIFTED_SUFFIX)
+            if shifted:
+                shift_targets = tuple((k, label, bound - SHIFT_TOLERANCE if higher else bound + SHIFT_TOLERANCE, higher)
+                                      for k, label, bound, higher in FINETUNE_TARGETS)
+                checks.append((best + SHIFTED_SUFFIX, shifted, shift_targets))
+        for name, m, targets in checks:
+            for key, label, bound, higher in targets:
+                value = m.get(key)
+                ci = (m.get("ci") or {}).get(key)
+                shown = _cell(value, 3) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and value is not None else "")
+                rows.append([fam, name, label, f"{'>=' if higher else '<='} {bound:.2f}", shown,
+                             _verdict(value, bound, higher)])
+    intro = _para("The targets the default pipeline is held to (issue 18), against this run's rows: the bases "
+                  "answering the report prompt zero-shot, the finetuned row with the highest det F1, and that "
+                  f"row on the shifted test set (the same targets less {SHIFT_TOLERANCE}).")
+    return f"## Targets\n\n{intro}\n{_table(head, rows, left=3)}"
+
+
 def finetune_section(runs: dict[str, dict], families: list[str]) -> str:
     """One row per finetune (`metrics/finetune/<family>-<strategy>.json`), scored on valid images;
     families in the order given (the eval table's), then any other, strategies as in dvc.yaml."""
@@ -112,7 +163,7 @@ def results_doc(metrics_dir: str | Path = "metrics") -> str:
     evaluation = _read(metrics_dir / "eval.json")
     compared_path = metrics_dir / "eval_comparisons.json"
     compared = _read(compared_path) if compared_path.exists() else None
-    sections = [HEADER, eval_section(evaluation, compared), finetune_section(runs, list(evaluation)),
+    sections = [HEADER, targets_section(evaluation), eval_section(evaluation, compared), finetune_section(runs, list(evaluation)),
                 rag_section(_read(metrics_dir / "rag.json"))]
     return "\n".join(sections)
 
