@@ -38,6 +38,14 @@ chromium:
 test: install tools chromium
 	pytest
 
+# Serve a model on this machine, authentication explicitly OFF (local use only; the first line says so).
+# MODEL: a checkpoint directory (default: the shipped tiny base) or a packaged tag (safetyvlm:latest).
+MODEL ?= models/shipped/qwen2_5_vl-tiny
+PORT ?= 3000
+serve:
+	@echo "safetyvlm serve: authentication is OFF (SAFETYVLM_AUTH=off), every route is open: local use only, on 127.0.0.1:$(PORT)"
+	SAFETYVLM_AUTH=off SAFETYVLM_MODEL=$(MODEL) $(PY) -m bentoml serve safetyvlm.serve.service:SafetyVLM --host 127.0.0.1 --port $(PORT)
+
 # DVC figures (no-op repro time) and the S3 round trip of every output (README: DVC in practice)
 dvc-noop: install
 	python benchmarks/dvc_noop.py
@@ -45,4 +53,4 @@ dvc-noop: install
 dvc-roundtrip: install
 	python benchmarks/dvc_roundtrip.py
 
-.PHONY: install tools repro test chromium dvc-noop dvc-roundtrip
+.PHONY: install tools repro test chromium serve dvc-noop dvc-roundtrip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -305,3 +306,24 @@ def test_duplicate_yaml_key_and_bad_yaml(tmp_path, raw_corpus):
 
 def test_kberror_is_valueerror():
     assert issubclass(KBError, ValueError)
+
+
+def test_the_service_mode_requires_a_matching_manifest(tmp_path):
+    """verify="require" (what the service uses) refuses a KB with no manifest beside it, or one that does
+    not match; "auto" keeps accepting a user's own KB without one; "skip" is the development switch."""
+    from safetyvlm.kb import DEFAULT_CORPUS_PATH, write_manifest
+
+    tools, corpus = tmp_path / "tools.yaml", tmp_path / "corpus.yaml"
+    shutil.copy(DEFAULT_TOOLS_PATH, tools)
+    shutil.copy(DEFAULT_CORPUS_PATH, corpus)
+    assert len(load_kb(tools, corpus).tools) == 17                        # auto: no manifest, not checked
+    with pytest.raises(KBError, match="no manifest.json beside it.*SAFETYVLM_KB_VERIFY=off"):
+        load_kb(tools, corpus, verify="require")
+    write_manifest(tmp_path)
+    assert len(load_kb(tools, corpus, verify="require").tools) == 17
+    tools.write_text(tools.read_text().replace("safety glasses (ANSI Z87.1)", "none needed", 1))
+    with pytest.raises(KBError, match="does not match"):
+        load_kb(tools, corpus, verify="require")
+    assert load_kb(tools, corpus, verify="skip").tools                     # development switch only
+    with pytest.raises(ValueError, match="verify must be one of"):
+        load_kb(tools, corpus, verify="sometimes")

@@ -88,7 +88,7 @@ def server(packaged):
     env = serve_env(packaged["home"], SAFETYVLM_MODEL="safetyvlm:latest", SAFETYVLM_MAX_NEW_TOKENS="96",
                     SAFETYVLM_TORCH_THREADS="1", SAFETYVLM_MAX_BATCH_SIZE="8", SAFETYVLM_MAX_LATENCY_MS="60000",
                     SAFETYVLM_MAX_BODY_BYTES=str(MAX_BODY), SAFETYVLM_MAX_PIXELS=str(MAX_PIXELS),
-                    SAFETYVLM_API_TOKEN=TOKEN)
+                    SAFETYVLM_API_TOKEN=TOKEN, SAFETYVLM_DRAIN_S="0")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "safetyvlm.serve.service:SafetyVLM",
                                  "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env,

@@ -5,14 +5,18 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 import safetyvlm
+from safetyvlm.serve.launch import descendants, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "models" / "shipped" / "qwen2_5_vl-tiny"
@@ -75,14 +79,21 @@ def test_package_records_the_git_revision_and_refuses_pickles(tmp_path):
     assert "refused:" in out and "safetensors only" in out
 
 
-def test_bentoml_build_makes_a_non_root_container_recipe_with_a_health_check(project):
+@pytest.fixture(scope="module")
+def bento(project):
+    """`bentoml build` of this repository into the scratch project's store: (tag, Bento directory)."""
     tmp, _ = project
     env = child_env(tmp / ".bentoml")
     out = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], cwd=ROOT, env=env,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-1500:] + out.stderr[-1500:]
     tag = re.search(r"safetyvlm:[a-z0-9]+", out.stdout).group(0)
-    bento = tmp / ".bentoml" / "bentos" / "safetyvlm" / tag.split(":")[1]
+    return tag, tmp / ".bentoml" / "bentos" / "safetyvlm" / tag.split(":")[1]
+
+
+def test_bentoml_build_makes_a_non_root_container_recipe_with_a_health_check(project, bento):
+    tmp, _ = project
+    tag, bento = bento
     info = yaml.safe_load((bento / "bento.yaml").read_text())
     record = json.loads((tmp / "models" / "package" / "record.json").read_text())
     assert info["service"] == "safetyvlm.serve.service:SafetyVLM"
@@ -92,6 +103,7 @@ def test_bentoml_build_makes_a_non_root_container_recipe_with_a_health_check(pro
     src = bento / "src"
     assert (src / "src" / "safetyvlm" / "serve" / "dashboard.html").is_file()
     assert (src / "src" / "safetyvlm" / "kb" / "tools.yaml").is_file()
+    assert (src / "src" / "safetyvlm" / "kb" / "manifest.json").is_file()   # the KB check runs in the Bento
     assert not list(src.rglob("*.safetensors"))                            # weights come from the model store
     reqs = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "torch==2.13.0" in reqs and "bentoml==1.4.40" in reqs
@@ -111,3 +123,74 @@ def test_bentoml_build_makes_a_non_root_container_recipe_with_a_health_check(pro
     report = checkov("dockerfile", bento / "env" / "docker" / "Dockerfile")
     assert report["summary"]["failed"] == 0, [c["check_id"] for c in report["results"]["failed_checks"]]
     assert report["summary"]["passed"] > 5
+
+
+def serve_bento(project, bento_dir: Path, log: Path, timeout=180) -> tuple[int | None, str]:
+    """`bentoml serve` of a Bento directory as its container would run it (the library from the Bento's
+    own src/, the packaged model from the store, a token): (exit code or None once ready, the log)."""
+    tmp, _ = project
+    record = json.loads((tmp / "models" / "package" / "record.json").read_text())
+    port = free_port()
+    env = {**child_env(tmp / ".bentoml"), "PYTHONPATH": str(bento_dir / "src" / "src"),
+           "SAFETYVLM_MODEL": record["tag"], "SAFETYVLM_API_TOKEN": "tok-bento", "SAFETYVLM_TORCH_THREADS": "1",
+           "SAFETYVLM_DRAIN_S": "0"}
+    env.pop("SAFETYVLM_AUTH", None)
+    env.pop("SAFETYVLM_KB_VERIFY", None)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", str(bento_dir), "--host", "127.0.0.1",
+                                 "--port", str(port)], cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            if proc.poll() is not None:
+                return proc.returncode, log.read_text(errors="replace")
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=3).status_code == 200:
+                    return None, log.read_text(errors="replace")
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"neither ready nor exited after {timeout} s:\n{log.read_text()[-2000:]}")
+    finally:
+        workers = descendants(proc.pid)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_an_edited_knowledge_base_is_refused_inside_the_bento(project, bento, tmp_path):
+    """The Bento carries kb/manifest.json: its own copy of the KB serves; edited, or without its
+    manifest, the service refuses to start (no development switch set)."""
+    _, bento_dir = bento
+    clean = tmp_path / "clean"
+    shutil.copytree(bento_dir, clean)
+    rc, log = serve_bento(project, clean, tmp_path / "clean.log")
+    assert rc is None, log[-2000:]                                          # the Bento as built serves
+
+    edited = tmp_path / "edited"
+    shutil.copytree(bento_dir, edited)
+    tools = edited / "src" / "src" / "safetyvlm" / "kb" / "tools.yaml"
+    text = tools.read_text()
+    assert "- safety glasses (ANSI Z87.1)" in text
+    tools.write_text(text.replace("- safety glasses (ANSI Z87.1)", "- none needed", 1))  # a planted edit
+    rc, log = serve_bento(project, edited, tmp_path / "edited.log")
+    print(f"\nedited KB in the Bento: exit {rc}: " + log.strip().splitlines()[-1][:300])
+    assert rc not in (None, 0)
+    assert "does not match" in log and str(tools) in log                   # the Bento's own copy was checked
+
+    bare = tmp_path / "no-manifest"
+    shutil.copytree(bento_dir, bare)
+    (bare / "src" / "src" / "safetyvlm" / "kb" / "manifest.json").unlink()
+    rc, log = serve_bento(project, bare, tmp_path / "bare.log")
+    print("no manifest in the Bento: exit", rc)
+    assert rc not in (None, 0) and "no manifest.json beside it" in log

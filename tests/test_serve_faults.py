@@ -2,8 +2,10 @@
 with traffic limits on: max_concurrency 4 (429 beyond), timeout 3 s (504), bearer auth. One server for
 the module; the tests that kill its processes run last. Each prints its figures."""
 
+import base64
 import io
 import os
+import re
 import signal
 import socket
 import struct
@@ -17,11 +19,14 @@ import pytest
 import requests
 from PIL import Image
 
+import safetyvlm
+
 from safetyvlm.data.render import render_scene
 from safetyvlm.schema import SafetyReport
 from safetyvlm.serve.launch import ServeProcess, memory_mb
 from safetyvlm.serve.openapi import spec
 
+FAULTS = Path(__file__).parent / "fixtures" / "fault_injection"
 TOKEN = "tok-faults-" + os.urandom(8).hex()
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CAP, TIMEOUT_S = 4, 3
@@ -40,11 +45,16 @@ SCENE = encode(render_scene(3)[0])
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
+    # the model worker raises a server fault while this file exists (tests/fixtures/fault_injection)
+    flag = tmp / "fault"
+    path = os.pathsep.join([str(FAULTS), str(Path(safetyvlm.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
     # max_pixels and max_body_bytes stay at their defaults (40 MP, 10 MB): the bombs meet the real limits
     with ServeProcess(tmp, tmp / "server.log", SAFETYVLM_MAX_NEW_TOKENS=64, SAFETYVLM_MAX_BATCH_SIZE=8,
                       SAFETYVLM_MAX_LATENCY_MS=60000, SAFETYVLM_MAX_CONCURRENCY=CAP, SAFETYVLM_TIMEOUT_S=TIMEOUT_S,
-                      SAFETYVLM_RETRIEVAL_DEFAULT="false", SAFETYVLM_API_TOKEN=TOKEN) as s:
+                      SAFETYVLM_RETRIEVAL_DEFAULT="false", SAFETYVLM_API_TOKEN=TOKEN,
+                      PYTHONPATH=path.rstrip(os.pathsep), SAFETYVLM_TEST_FAULT=flag) as s:
         print(f"\nserver ready in {s.ready_seconds:.1f} s on {s.url}")
+        s.fault_flag = flag
         yield s
 
 
@@ -181,6 +191,29 @@ def test_a_model_call_that_raises_fails_only_its_own_request(srv):
     for r in rs[:2] + rs[3:]:
         assert r.status_code == 200, r.text
         SafetyReport.model_validate(r.json()["report"])
+
+
+@pytest.mark.parametrize("kind", ["oom", "bug"])
+def test_a_server_fault_is_a_500_with_an_error_id_in_the_log(srv, kind):
+    """Out of memory or a bug in the model process is the server's fault, whatever the image: 500, an id
+    the log carries at ERROR level, never a 422 that tells the client to change its input."""
+    srv.fault_flag.write_text(kind)
+    try:
+        r = analyze(srv)
+        chat = requests.post(srv.url + "/v1/chat/completions", timeout=60, headers=AUTH, json={
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
+                "url": "data:image/png;base64," + base64.b64encode(SCENE).decode()}}]}]})
+    finally:
+        srv.fault_flag.unlink()
+    print(f"\ninjected {kind}: /analyze {r.status_code} {r.text[:160]}; chat {chat.status_code}")
+    for resp in (r, chat):
+        assert resp.status_code == 500, resp.text
+        body = resp.json()
+        assert body["reason"] == "internal_error" and len(body["error_id"]) == 16
+        assert body["error_id"] in body["error"] and "Traceback" not in resp.text
+        log = srv.log_path.read_text(errors="replace")
+        assert re.search(rf"\[ERROR\].*internal error {body['error_id']} in the model process", log), log[-2000:]
+    assert analyze(srv).status_code == 200                        # the fault gone, the service answers
 
 
 # --- bombs and odd images ------------------------------------------------------------------------------

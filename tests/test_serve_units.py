@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from safetyvlm.serve.config import ServeConfig, load_config
+from safetyvlm.serve.config import MissingToken, ServeConfig, load_config
 from safetyvlm.serve.images import BadInput, decode_image
 from safetyvlm.serve.openai_compat import chat_completion, parse_chat_request
 
@@ -67,10 +67,21 @@ def test_config_file_refuses_unknown_keys(tmp_path):
 
 def test_token_only_from_its_env_var(monkeypatch):
     cfg = ServeConfig(auth_token_env="MY_TOKEN")
-    monkeypatch.delenv("MY_TOKEN", raising=False)
-    assert cfg.api_token() is None
     monkeypatch.setenv("MY_TOKEN", "s3cret")
     assert cfg.api_token() == "s3cret" and "s3cret" not in json.dumps(cfg.to_dict())
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_no_token_with_auth_on_is_an_error_not_an_open_service(monkeypatch, value):
+    monkeypatch.delenv("MY_TOKEN", raising=False)
+    if value is not None:
+        monkeypatch.setenv("MY_TOKEN", value)
+    with pytest.raises(MissingToken, match="MY_TOKEN is unset or empty.*SAFETYVLM_AUTH=off"):
+        ServeConfig(auth_token_env="MY_TOKEN").api_token()
+    # only an explicit switch turns auth off, and then even a set token is not used
+    monkeypatch.setenv("MY_TOKEN", "s3cret")
+    assert load_config(environ={"SAFETYVLM_AUTH": "off", "SAFETYVLM_AUTH_TOKEN_ENV": "MY_TOKEN"}).api_token() is None
+    assert load_config(environ={}).auth is True and load_config(environ={}).kb_verify is True
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"])

@@ -433,12 +433,17 @@ def write_manifest(kb_dir: str | Path = KB_DIR) -> dict[str, str]:
     return hashes
 
 
-def verify_manifest(*paths: Path) -> None:
+def verify_manifest(*paths: Path, require: bool = False) -> None:
     """Refuse a KB file whose sha256 differs from the manifest beside it (tampering or an unrecorded
-    edit). Files in a directory without a manifest (a user's own KB) are not checked."""
+    edit). Files in a directory without a manifest (a user's own KB) are not checked, unless `require`:
+    the service passes it, so a deployment missing its manifest cannot serve an unchecked KB."""
     for path in paths:
         manifest = path.parent / MANIFEST_NAME
         if not manifest.exists():
+            if require:
+                raise KBError(f"{path}: no {MANIFEST_NAME} beside it, so its integrity cannot be checked; ship "
+                              f"the manifest (`safetyvlm kb rehash` writes it) or, in development only, set "
+                              f"SAFETYVLM_KB_VERIFY=off")
             continue
         expected = json.loads(manifest.read_text()).get(path.name)
         if expected is None:
@@ -449,16 +454,22 @@ def verify_manifest(*paths: Path) -> None:
                           "was changed outside review. If the edit is intended, run `safetyvlm kb rehash`.")
 
 
-def _load(tools_path: Path, corpus_path: Path, strict: bool) -> KnowledgeBase:
-    verify_manifest(tools_path, corpus_path)
+VERIFY_MODES = ("auto", "require", "skip")
+
+
+def _load(tools_path: Path, corpus_path: Path, strict: bool, verify: str = "auto") -> KnowledgeBase:
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
+    if verify != "skip":
+        verify_manifest(tools_path, corpus_path, require=verify == "require")
     tools, refs = _parse_tools(tools_path)
     corpus = _parse_corpus(corpus_path, refs, strict)
     return KnowledgeBase(tools=tools, references=refs, corpus=corpus)
 
 
-@functools.lru_cache(maxsize=1)
-def _load_default() -> KnowledgeBase:
-    return _load(DEFAULT_TOOLS_PATH, DEFAULT_CORPUS_PATH, strict=True)
+@functools.lru_cache(maxsize=3)
+def _load_default(verify: str = "auto") -> KnowledgeBase:
+    return _load(DEFAULT_TOOLS_PATH, DEFAULT_CORPUS_PATH, strict=True, verify=verify)
 
 
 def load_kb(
@@ -466,20 +477,24 @@ def load_kb(
     corpus_path: str | Path | None = None,
     *,
     strict: bool = True,
+    verify: str = "auto",
 ) -> KnowledgeBase:
     """Load and validate the knowledge base; raises :class:`KBError` on any problem.
 
     With no paths, the packaged ``tools.yaml`` and ``corpus.yaml`` are used and the result is
     cached (treat it as read-only). ``strict`` also requires corpus coverage: at least
     ``MIN_PASSAGES_PER_CATEGORY`` passages per category and ``MIN_GENERAL_PASSAGES`` general ones;
-    pass ``strict=False`` to load a small custom corpus.
+    pass ``strict=False`` to load a small custom corpus. ``verify``: ``"auto"`` checks the hash
+    manifest when one sits beside the files, ``"require"`` also refuses a KB without one (the
+    service), ``"skip"`` checks nothing (the service's development switch, SAFETYVLM_KB_VERIFY=off).
     """
     if tools_path is None and corpus_path is None and strict:
-        return _load_default()
+        return _load_default(verify)
     return _load(
         Path(tools_path) if tools_path is not None else DEFAULT_TOOLS_PATH,
         Path(corpus_path) if corpus_path is not None else DEFAULT_CORPUS_PATH,
         strict,
+        verify,
     )
 
 

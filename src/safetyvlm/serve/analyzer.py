@@ -75,7 +75,7 @@ class Analyzer:
         self.family = self.info["family"]
         self.frame = model_frame(self.family, self.processor)
         # the KB is loaded (and its hash manifest checked) once, at start: a tampered file stops the service
-        self.kb = load_kb() if (cfg.ground or cfg.corpus_bound) else None
+        self.kb = load_kb(verify="require" if cfg.kb_verify else "skip") if (cfg.ground or cfg.corpus_bound) else None
         rag_dir = Path(cfg.rag) if cfg.rag else bundled_rag
         self.retriever = None
         self.untrusted_chunks = None
@@ -101,6 +101,18 @@ class Analyzer:
                 log.warning("%s: %d chunks are not chunks of the hash-checked corpus; they will never reach a "
                             "prompt (rebuild the index: dvc repro rag-index)", rag_dir, self.untrusted_chunks)
         return retriever
+
+    def input_rejected(self, image: Image.Image) -> Exception | None:
+        """The error the model's processor raises on this image alone (e.g. an aspect ratio it refuses), or
+        None when it accepts it: tells an input fault (422) from a server fault (500) after a failure."""
+        from safetyvlm.model.generate import prompt_texts
+
+        try:
+            self.processor(images=[[image]], text=prompt_texts(self.processor, [None]), padding=True,
+                           add_special_tokens=False, return_tensors="pt")
+        except Exception as e:  # noqa: BLE001 - any refusal by the processor is the image's fault
+            return e
+        return None
 
     def describe(self) -> dict:
         return {"model": self.cfg.model, "family": self.family, "device": self.info["device"],

@@ -3,6 +3,11 @@
 The bearer token is deliberately *not* a config field: it comes only from the env var named by
 `auth_token_env` (default `SAFETYVLM_API_TOKEN`, a Kubernetes Secret), so it never lands in a file,
 a ConfigMap or a log line that prints the config.
+
+Fail closed (docs/serving.md): with `auth` on (the default) and no token the service refuses to start;
+`SAFETYVLM_AUTH=off` is the explicit local switch (`make serve`). Likewise `kb_verify` (default on)
+makes a knowledge base without a matching hash manifest stop the service; `SAFETYVLM_KB_VERIFY=off`
+is the development switch for editing the KB before `safetyvlm kb rehash`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from safetyvlm.config import from_section
 
 ENV_PREFIX = "SAFETYVLM_"
 CONFIG_FILE_ENV = "SAFETYVLM_SERVE_CONFIG"
+
+
+class MissingToken(RuntimeError):
+    """Auth is on but there is no token to check against."""
 
 
 @dataclass
@@ -37,6 +46,9 @@ class ServeConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000       # larger images are refused before decoding (decompression bombs)
     auth_token_env: str = "SAFETYVLM_API_TOKEN"
+    auth: bool = True                  # False only by an explicit SAFETYVLM_AUTH=off (local use)
+    kb_verify: bool = True             # False: a KB without a matching manifest is served (development)
+    drain_s: int = 5                   # after SIGTERM: answer new requests 503 + Retry-After this long
     workers: int = 1                   # API-server processes (the model runs in its own process)
     timeout_s: int = 120              # a request still unanswered after this gets a 504 (BentoML traffic)
     max_concurrency: int | None = None  # requests in flight per service beyond this get a 429 at once
@@ -46,12 +58,23 @@ class ServeConfig:
                      "max_pixels", "workers", "timeout_s"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"serve config: {name} must be >= 1, got {getattr(self, name)!r}")
+        if int(self.drain_s) < 0:
+            raise ValueError(f"serve config: drain_s must be >= 0, got {self.drain_s!r}")
         if self.max_concurrency is not None and int(self.max_concurrency) < 1:
             raise ValueError(f"serve config: max_concurrency must be >= 1, got {self.max_concurrency!r}")
 
     def api_token(self) -> str | None:
-        """The bearer token, or None when auth is off (env var unset or empty)."""
-        return os.environ.get(self.auth_token_env) or None
+        """The bearer token, or None when auth is explicitly off. With auth on and no token this raises
+        (the service must not start open because a Secret is missing)."""
+        if not self.auth:
+            return None
+        token = os.environ.get(self.auth_token_env) or None
+        if token is None:
+            raise MissingToken(
+                f"{self.auth_token_env} is unset or empty and authentication is on: refusing to serve every "
+                f"route without a token. Set {self.auth_token_env} (in Kubernetes: the safetyvlm-auth Secret), "
+                f"or for local use only turn authentication off explicitly with SAFETYVLM_AUTH=off")
+        return token
 
     def traffic(self) -> dict:
         """BentoML's `traffic` for the API server: the timeout (504) and the concurrency cap (429)."""

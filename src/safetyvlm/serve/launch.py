@@ -75,12 +75,19 @@ def memory_mb(pid: int) -> tuple[float, float]:
 class ServeProcess:
     """`bentoml serve safetyvlm.serve.service:SafetyVLM` with `SAFETYVLM_*` settings from `settings`.
 
-    `with ServeProcess(home, log, SAFETYVLM_MAX_BATCH_SIZE=1) as srv:` waits until /readyz says 200."""
+    `with ServeProcess(home, log, SAFETYVLM_MAX_BATCH_SIZE=1) as srv:` waits until /readyz says 200.
+    Without a `SAFETYVLM_API_TOKEN` setting it turns auth off explicitly (SAFETYVLM_AUTH=off: a local
+    server on 127.0.0.1); the service itself refuses to start with auth on and no token. The drain after
+    SIGTERM is 0 s unless set (SAFETYVLM_DRAIN_S), so stopping a test server stays quick."""
 
-    def __init__(self, home: str | Path, log_path: str | Path, *, ready_timeout: float = 180, **settings):
+    def __init__(self, home: str | Path, log_path: str | Path, *, ready_timeout: float = 180, port: int | None = None,
+                 **settings):
         self.home, self.log_path, self.ready_timeout = Path(home), Path(log_path), ready_timeout
-        self.settings = {"SAFETYVLM_MODEL": str(TINY), "SAFETYVLM_TORCH_THREADS": "1", **settings}
-        self.port = free_port()
+        defaults = {"SAFETYVLM_MODEL": str(TINY), "SAFETYVLM_TORCH_THREADS": "1", "SAFETYVLM_DRAIN_S": "0"}
+        if "SAFETYVLM_API_TOKEN" not in settings:
+            defaults["SAFETYVLM_AUTH"] = "off"
+        self.settings = {**defaults, **settings}
+        self.port = port or free_port()   # a restart passes the old one
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.ready_seconds = None

@@ -12,13 +12,16 @@ from functools import lru_cache
 from safetyvlm.schema import SafetyReport
 
 ERROR = {"type": "object", "required": ["error"],
-         "properties": {"error": {"type": "string"}, "reason": {"type": "string"}}}
+         "properties": {"error": {"type": "string"}, "reason": {"type": "string"},
+                        "error_id": {"type": "string"}}}
 
 
 def _errors(*codes: int) -> dict:
     text = {400: "bad input", 401: "missing or wrong bearer token", 413: "too large", 415: "unsupported type",
-            422: "the model could not process this image", 429: "over the concurrency cap",
-            503: "the model is restarting: retry", 504: "not answered within the timeout"}
+            422: "the model's processor rejected this image", 429: "over the concurrency cap",
+            500: "a server fault, not the input's: `error_id` names the log line",
+            503: "the model is restarting or the server is draining: retry after Retry-After",
+            504: "not answered within the timeout"}
     return {str(c): {"description": text[c], "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/Error"}}}} for c in codes}
 
@@ -59,7 +62,7 @@ def spec() -> dict:
                             "content": {"application/json": {"schema": {"oneOf": [
                                 {"$ref": "#/components/schemas/SafetyReport"},
                                 {"type": "object", "required": ["report", "valid"]}]}}}},
-                    **_errors(400, 413, 415, 422, *COMMON)}}},
+                    **_errors(400, 413, 415, 422, 500, *COMMON)}}},
             "/v1/chat/completions": {"post": {
                 "operationId": "chat_completions",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -71,7 +74,7 @@ def spec() -> dict:
                 "responses": {"200": {"description": "an OpenAI chat completion; content is the report's JSON",
                                       "content": {"application/json": {"schema": {
                                           "type": "object", "required": ["choices"]}}}},
-                              **_errors(400, 413, 415, 422, *COMMON)}}},
+                              **_errors(400, 413, 415, 422, 500, *COMMON)}}},
             "/v1/models": {"get": {"operationId": "models", "responses": {
                 "200": {"description": "the one model", "content": {"application/json": {"schema": {
                     "type": "object", "required": ["data"]}}}}, **_errors(*COMMON)}}},

@@ -17,7 +17,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
+import signal
+import socket
+import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import bentoml
@@ -27,6 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from safetyvlm.kb import load_kb
 from safetyvlm.serve.config import load_config
 from safetyvlm.serve.images import BadInput, decode_image
 from safetyvlm.serve.openai_compat import chat_completion, parse_chat_request
@@ -34,6 +41,19 @@ from safetyvlm.serve.openapi import spec
 
 log = logging.getLogger("safetyvlm.serve")
 CONFIG = load_config()
+# `bentoml build` imports this module only to read the services: it needs neither a token nor the checks
+BUILDING = sys.argv[1:2] in (["build"], ["containerize"])
+# Fail closed, at import, so `bentoml serve` (and a pod) exits before it listens: no token while auth is
+# on raises MissingToken; a KB without a matching hash manifest raises KBError (docs/serving.md). (A
+# failure in a service's __init__ would only make BentoML restart that worker, the server never exiting.)
+if not BUILDING:
+    CONFIG.api_token()
+    if CONFIG.ground or CONFIG.corpus_bound:
+        load_kb(verify="require" if CONFIG.kb_verify else "skip")
+if not CONFIG.auth:
+    log.warning("authentication is OFF (SAFETYVLM_AUTH=off): every route is open; for local use only")
+if not CONFIG.kb_verify:
+    log.warning("knowledge-base integrity check is OFF (SAFETYVLM_KB_VERIFY=off): development only")
 
 HEALTH_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
 TOKEN_COOKIE = "safetyvlm_token"
@@ -63,6 +83,11 @@ class VLMRunner:
         from safetyvlm.serve.analyzer import Analyzer
 
         self.analyzer = Analyzer(CONFIG)
+        self.active, self.last_end = 0, 0.0
+        # stay up while the API server drains: exit once no batch has run for a second after drain_s
+        self.drain = Drain(CONFIG.drain_s + 1, lambda: self.active > 0 or time.monotonic() - self.last_end < 1,
+                           CONFIG.timeout_s + CONFIG.drain_s + 30)
+        self.drain.install()
 
     def __is_ready__(self) -> bool:
         return getattr(self, "analyzer", None) is not None
@@ -73,7 +98,12 @@ class VLMRunner:
                      "max_latency_ms": CONFIG.max_latency_ms} if CONFIG.max_batch_size > 1 else {}))
     def analyze_batch(self, jobs: list[Job]) -> list[dict]:
         BATCH_SIZE.observe(len(jobs))
-        return self._isolating(jobs)
+        self.active += 1
+        try:
+            return self._isolating(jobs)
+        finally:
+            self.active -= 1
+            self.last_end = time.monotonic()
 
     def _isolating(self, jobs: list[Job]) -> list[dict]:
         """The batch's answers; when an image makes the model raise (e.g. an aspect ratio its processor
@@ -85,9 +115,25 @@ class VLMRunner:
             if len(jobs) > 1:
                 half = len(jobs) // 2
                 return self._isolating(jobs[:half]) + self._isolating(jobs[half:])
-            log.warning("the model failed on one image: %s: %s", type(e).__name__, e)
-            return [{"error": f"the model could not process this image ({type(e).__name__}: {e})",
-                     "reason": "model_error"}]
+            return [self._fault(jobs[0], e)]
+
+    def _fault(self, job: Job, e: Exception) -> dict:
+        """A single image's failure: the input's fault (422) only when the model's processor rejects that
+        image; anything else (out of memory, a bug) is the server's (500), logged as an error with an id."""
+        rejected = None
+        if not isinstance(e, MemoryError) and "OutOfMemory" not in type(e).__name__:
+            try:
+                image = decode_image(job.image, max_bytes=CONFIG.max_body_bytes, max_pixels=CONFIG.max_pixels)
+                rejected = self.analyzer.input_rejected(image)
+            except Exception as check:  # noqa: BLE001 - then the fault stays the server's
+                log.error("could not re-check the image: %s: %s", type(check).__name__, check)
+        if rejected is not None:
+            log.warning("the model's processor rejected one image: %s: %s", type(rejected).__name__, rejected)
+            return {"error": f"the model could not process this image ({type(rejected).__name__}: {rejected})",
+                    "reason": "model_error"}
+        error_id = uuid.uuid4().hex[:16]
+        log.error("internal error %s in the model process: %s: %s", error_id, type(e).__name__, e, exc_info=e)
+        return {"error": f"internal error {error_id}", "reason": "internal_error", "error_id": error_id}
 
     def _analyze(self, jobs: list[Job]) -> list[dict]:
         images = [decode_image(j.image, max_bytes=CONFIG.max_body_bytes, max_pixels=CONFIG.max_pixels)
@@ -100,10 +146,75 @@ class VLMRunner:
         return self.analyzer.describe()
 
 
-def error(status: int, message: str, reason: str, headers: dict | None = None) -> JSONResponse:
-    """Every refusal has this shape: {"error": what is wrong, "reason": a stable code}."""
+def error(status: int, message: str, reason: str, headers: dict | None = None, **extra) -> JSONResponse:
+    """Every refusal has this shape: {"error": what is wrong, "reason": a stable code} (+ `error_id` on a 500)."""
     REJECTED.labels(reason=reason).inc()
-    return JSONResponse({"error": message, "reason": reason}, status_code=status, headers=headers)
+    return JSONResponse({"error": message, "reason": reason, **extra}, status_code=status, headers=headers)
+
+
+def refusal(e: BadInput) -> JSONResponse:
+    extra = {"error_id": e.error_id} if isinstance(e, ServerFault) else {}
+    headers = {"Retry-After": "1"} if e.status == 503 else None  # a retryable answer says when
+    return error(e.status, str(e), e.reason, headers=headers, **extra)
+
+
+class Drain:
+    """Graceful stop of one process (docs/serving.md). On SIGTERM the process does not stop accepting at
+    once (BentoML's arbiter still holds the listening socket, so connections would queue and then be
+    reset): for `drain_s` seconds, and until nothing of its own is in flight, it keeps accepting, answers
+    new requests 503 + Retry-After (and /readyz 503), finishes what it had accepted, then hands the signal
+    to uvicorn, which exits. In Kubernetes the preStop pause comes first, so the endpoint is gone by then."""
+
+    def __init__(self, drain_s: float, busy, limit_s: float, close_listeners: bool = False):
+        self.drain_s, self.busy, self.limit_s, self.close_listeners = drain_s, busy, limit_s, close_listeners
+        self.since: float | None = None
+        self.previous = None
+
+    @property
+    def draining(self) -> bool:
+        return self.since is not None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("graceful drain not installed: not on the main thread")
+            return
+        self.previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, self._on_term)
+
+    def _on_term(self, sig, frame) -> None:
+        if self.draining:
+            return
+        self.since = time.monotonic()
+        log.warning("SIGTERM: draining (pid %d): new requests get 503 + Retry-After; finishing the accepted ones",
+                 os.getpid())
+        threading.Thread(target=self._finish, args=(sig,), daemon=True).start()
+
+    def _finish(self, sig) -> None:
+        while True:
+            waited = time.monotonic() - self.since
+            if (waited >= self.drain_s and not self.busy()) or waited >= self.limit_s:
+                break
+            time.sleep(0.05)
+        server = getattr(self.previous, "__self__", None)  # uvicorn's Server, whose handle_exit we wrapped
+        if self.close_listeners and server is not None:
+            # the listening socket is shared with BentoML's arbiter, which closes it only after every worker
+            # has exited: connections queued meanwhile would be reset. Shutting it down here (it is one
+            # socket in every process) makes a late client's connect fail at once instead (refused).
+            for srv in getattr(server, "servers", []):
+                for sock in srv.sockets:
+                    try:
+                        socket.socket(fileno=os.dup(sock.fileno())).shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+        log.warning("drained after %.1f s (pid %d): stopping", time.monotonic() - self.since, os.getpid())
+        if server is not None:
+            server.handle_exit(sig, None)
+            # nothing of ours is in flight any more: skip uvicorn's wait on idle keep-alive connections and
+            # BentoML's client cleanup, which were seen to hold the API worker ~2 minutes after SIGTERM
+            server.force_exit = True
+        else:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def gone() -> Response:
@@ -190,6 +301,15 @@ class ModelUnavailable(BadInput):
         super().__init__(503, "the model is unavailable right now; retry shortly", "model_unavailable")
 
 
+class ServerFault(BadInput):
+    """A fault of the server, not of the input: 500 with the id its log line carries."""
+
+    def __init__(self, error_id: str):
+        super().__init__(500, f"internal error {error_id}: the server failed on this request, not because "
+                              f"of its input; report the id", "internal_error")
+        self.error_id = error_id
+
+
 class Front:
     """Holds the API server's service instance for the Starlette routes (they are plain functions)."""
 
@@ -228,7 +348,10 @@ class Front:
                     continue
                 log.error("model call failed: %s: %s", type(e).__name__, e)
                 raise ModelUnavailable() from None
-        if "error" in answer:  # the model raised on this image alone (see VLMRunner.analyze_batch)
+        if answer.get("reason") == "internal_error":  # a server fault: 500, its id in both logs
+            log.error("internal error %s answered 500", answer["error_id"])
+            raise ServerFault(answer["error_id"])
+        if "error" in answer:  # the model's processor rejected this image alone (see VLMRunner._fault)
             raise BadInput(422, answer["error"], answer["reason"])
         return answer
 
@@ -250,7 +373,7 @@ async def analyze_route(request: Request) -> Response:
         detail = _flag(q.get("detail"), "detail")
         answer = await Front.analyze(image, retrieval, max_tools)
     except BadInput as e:
-        return error(e.status, str(e), e.reason)
+        return refusal(e)
     except ClientDisconnect:  # the client left mid-upload: nothing to answer, nothing left running
         return gone()
     body = answer if detail else answer["report"]
@@ -267,7 +390,7 @@ async def chat_route(request: Request) -> Response:
         req = parse_chat_request(await read_body(request, CONFIG.max_body_bytes * 4 // 3 + MULTIPART_SLACK))
         answer = await Front.analyze(req["image"], req["retrieval"], req["max_tools"])
     except BadInput as e:
-        return error(e.status, str(e), e.reason)
+        return refusal(e)
     except ClientDisconnect:
         return gone()
     model = req["model"] or "safetyvlm"
@@ -278,7 +401,7 @@ async def models_route(request: Request) -> Response:
     try:
         info = await Front.model_info()
     except BadInput as e:
-        return error(e.status, str(e), e.reason)
+        return refusal(e)
     return JSONResponse({"object": "list", "data": [
         {"id": "safetyvlm", "object": "model", "created": 0, "owned_by": "safetyvlm", "safetyvlm": info}]})
 
@@ -288,7 +411,7 @@ async def info_route(request: Request) -> Response:
     try:
         info = await Front.model_info()
     except BadInput as e:
-        return error(e.status, str(e), e.reason)
+        return refusal(e)
     return JSONResponse({"model": info, "config": cfg,
                          "auth": CONFIG.api_token() is not None})
 
@@ -313,7 +436,11 @@ class Gate:
 
     def __init__(self, app, config=CONFIG):
         self.app, self.config = app, config
-        self.token = config.api_token()
+        self.token = None if BUILDING else config.api_token()
+        self.inflight = 0
+        self.drain = Drain(config.drain_s, lambda: self.inflight > 0, config.timeout_s + config.drain_s,
+                           close_listeners=True)
+        self.drain.install()
         self.max_declared = config.max_body_bytes * 4 // 3 + MULTIPART_SLACK
 
     def _authorized(self, headers: dict) -> bool:
@@ -331,8 +458,22 @@ class Gate:
         return supplied is not None and hmac.compare_digest(supplied.encode(), self.token.encode())
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in HEALTH_PATHS:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if self.drain.draining and scope["path"] != "/livez":
+            # stopping: refuse new work cleanly (and fail /readyz) while the accepted requests finish
+            resp = error(503, "the service is restarting; retry shortly", "draining",
+                         headers={"Retry-After": "1", "Connection": "close"})
+            return await resp(scope, receive, send)
+        if scope["path"] in HEALTH_PATHS:
+            return await self.app(scope, receive, send)
+        self.inflight += 1
+        try:
+            return await self._gated(scope, receive, send)
+        finally:
+            self.inflight -= 1
+
+    async def _gated(self, scope, receive, send):
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         is_page = scope["path"] in ("/", "/index.html") and scope["method"] in ("GET", "HEAD")
         if not self._authorized(headers):
