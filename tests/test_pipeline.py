@@ -33,7 +33,9 @@ def project(tmp_path):
 def test_dvc_repro_builds_the_dataset_and_a_second_run_does_nothing(project):
     path, env = project
     out = run(["dvc", "repro", "dataset"], path, env)
-    assert "dataset: 20 images" in out
+    sizes = yaml.safe_load((path / "params.yaml").read_text())["dataset"]
+    total = sum(sizes["sizes"].values()) + sizes.get("shifted", {}).get("size", 0)  # + the shifted test split
+    assert f"dataset: {total} images" in out
     assert (path / "data/dataset/dataset_dict.json").exists()
     assert (path / "metrics/dataset.json").exists()
     again = run(["dvc", "repro", "dataset"], path, env)

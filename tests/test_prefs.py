@@ -107,8 +107,9 @@ def test_grpo_steps_score_completions_with_the_rewards_and_update_the_adapter(da
                           train_split=dataset["train"])
     log = json.loads((tmp_path / "final" / "train_log.json").read_text())
     assert m["trained"] and len(log) == 3
+    # TRL's reward is the weighted sum of the reward functions: at most the sum of the weights
     for row in log:
-        assert 0.0 <= row["reward"] <= 1.0
+        assert 0.0 <= row["reward"] <= sum(cfg.grpo.weights.values())
         assert {"rewards/json_validity/mean", "rewards/detection_quality/mean"} <= set(row)
     # the update moved the adapter: LoRA B matrices start at zero
     from safetensors.torch import load_file
