@@ -5,7 +5,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import requests
 import yaml
 
 import safetyvlm
-from safetyvlm.serve.launch import descendants, free_port
+from safetyvlm.serve.launch import free_port, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "models" / "shipped" / "qwen2_5_vl-tiny"
@@ -153,19 +152,7 @@ def serve_bento(project, bento_dir: Path, log: Path, timeout=180) -> tuple[int |
             time.sleep(0.3)
         raise AssertionError(f"neither ready nor exited after {timeout} s:\n{log.read_text()[-2000:]}")
     finally:
-        workers = descendants(proc.pid)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        for pid in workers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_server(proc, wait_s=15)
 
 
 def test_an_edited_knowledge_base_is_refused_inside_the_bento(project, bento, tmp_path):

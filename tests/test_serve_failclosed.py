@@ -4,9 +4,7 @@ before it listens, saying why; only the explicit switches (SAFETYVLM_AUTH=off, u
 saying so first; SAFETYVLM_KB_VERIFY=off for development) let it start. The Bento case is in
 test_serve_bento.py."""
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +14,7 @@ import pytest
 import requests
 
 import safetyvlm
-from safetyvlm.serve.launch import ROOT, TINY, descendants, free_port, serve_env
+from safetyvlm.serve.launch import ROOT, TINY, free_port, serve_env, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -41,19 +39,7 @@ def run_server(cmd, env, log: Path, timeout=180):
             time.sleep(0.3)
         raise AssertionError(f"neither ready nor exited after {timeout} s:\n{log.read_text()[-2000:]}")
     finally:
-        workers = descendants(proc.pid)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        for pid in workers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_server(proc, wait_s=15)
 
 
 SERVE = [sys.executable, "-m", "bentoml", "serve", "safetyvlm.serve.service:SafetyVLM", "--host", "127.0.0.1",

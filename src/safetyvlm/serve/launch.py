@@ -61,6 +61,29 @@ def descendants(root: int) -> list[int]:
     return out
 
 
+def stop_server(proc: subprocess.Popen, wait_s: float = 8) -> None:
+    """Stop a `bentoml serve` started with its own process group: the workers BentoML started (each in
+    its own process group), then the arbiter's group."""
+    workers = descendants(proc.pid)
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            # usually ~1 s; BentoML's API worker has been seen to sit out SIGTERM after a busy run, and
+            # then to outlive the arbiter, so wait briefly and kill what is left of this server by pid
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    for pid in workers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def memory_mb(pid: int) -> tuple[float, float]:
     """(current RSS, peak RSS) of one process in MB (VmRSS, VmHWM); (0, 0) once it is gone."""
     try:
@@ -146,26 +169,8 @@ class ServeProcess:
         return sum(peak for _, peak in self.memory().values())
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        # the workers BentoML started (each in its own process group), then the arbiter's group
-        workers = descendants(self.proc.pid)
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            # usually ~1 s; BentoML's API worker has been seen to sit out SIGTERM after a busy run, and
-            # then to outlive the arbiter, so wait briefly and kill what is left of this server by pid
-            self.proc.wait(timeout=8)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        for pid in workers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if self.proc is not None:
+            stop_server(self.proc)
 
     def __enter__(self) -> ServeProcess:
         return self.start()
