@@ -363,15 +363,23 @@ def test_a_killed_model_worker_under_load_recovers_within_30_s(srv):
             ready_at = now
             break
         time.sleep(0.1)
-    time.sleep(2)  # the clients get answers again
+    # the clients get answers again: on a loaded machine the first requests after readiness can still
+    # time out (504) while the new worker warms up, so wait for a 200 (bounded), not a fixed sleep
+    deadline = time.perf_counter() + 30
+    while time.perf_counter() < deadline and not any(t > t_kill and s == 200 for t, s in list(results)):
+        time.sleep(0.2)
     stop.set()
     for t in threads:
         t.join(timeout=70)
     after = [s for t, s in results if t > t_kill]
     first_ok = min((t for t, s in results if t > t_kill and s == 200), default=None)
     gap = ready_at - t_kill if ready_at else None
+
+    def secs(x):
+        return "never" if x is None else f"{x:.1f} s"
+
     print(f"\nmodel worker killed under load: readiness lost after {(unready_at or t_kill) - t_kill:.2f} s, "
-          f"back after {gap:.1f} s; first 200 sent {first_ok - t_kill:.1f} s after the kill; statuses after "
+          f"back after {secs(gap)}; first 200 sent {secs(first_ok and first_ok - t_kill)} after the kill; statuses after "
           f"the kill: { {s: after.count(s) for s in set(after)} }, before: {len(results) - len(after)} requests")
     assert unready_at is not None and ready_at is not None and gap < 30
     assert set(after) <= {200, 503, 504} and 200 in after      # no connection failure, no 500
