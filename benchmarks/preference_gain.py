@@ -1,4 +1,4 @@
-"""How much of retrieval's gain the preference-trained model keeps without retrieval (from metrics/eval.json).
+"""How much of retrieval's gain the preference-trained model keeps without retrieval (from metrics/detail/eval.json).
 
     python benchmarks/preference_gain.py            # after `dvc repro` (the eval stage)
 
@@ -32,7 +32,7 @@ def recovery(ft: float | None, rag: float | None, final: float | None, higher_be
 
 def main() -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--eval", type=Path, default=Path("metrics/eval.json"))
+    ap.add_argument("--eval", type=Path, default=Path("metrics/detail/eval.json"))
     ap.add_argument("--finetuned", default="ft vision+language")
     ap.add_argument("--rag", default="ft vision+language + RAG")
     ap.add_argument("--final", default="preference-trained")

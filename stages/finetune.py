@@ -1,4 +1,5 @@
-"""finetune stage: one (family, strategy) of the matrix -> models/finetune/<family>-<strategy>/."""
+"""finetune stage: one (family, strategy) of the matrix -> models/finetune/<family>-<strategy>/, its metrics
+(metrics/detail/finetune/<run>.json; headline metrics/finetune/<run>.json) and curves (metrics/live/finetune/<run>)."""
 
 import json
 import logging
@@ -6,6 +7,7 @@ import sys
 
 import yaml
 
+from safetyvlm import headline
 from safetyvlm.io import atomic_write_json
 from safetyvlm.model.base import base_model_path
 from safetyvlm.model.distributed import is_main_process, relaunch_if_distributed
@@ -24,9 +26,9 @@ if cfg.rag_fraction > 0:  # samples with retrieved passages need the rag-index s
     retriever = load_retriever("data/rag", RagConfig.from_dict(all_params["rag"]))
 name = f"{family}-{strategy}"
 metrics = finetune(base_model_path(f"models/base/{family}"), "data/dataset", family, strategy, cfg,
-                   f"models/finetune/{name}", retriever=retriever)
+                   f"models/finetune/{name}", retriever=retriever, live_dir=f"metrics/live/finetune/{name}")
 if not is_main_process():
     sys.exit(0)
-atomic_write_json(f"metrics/finetune/{name}.json", metrics)
-atomic_write_json(f"metrics/finetune/{name}-loss.json", json.load(open(f"models/finetune/{name}/train_log.json")))
+atomic_write_json(f"metrics/detail/finetune/{name}.json", metrics)
+headline.write(f"metrics/finetune/{name}.json", headline.finetune(metrics))
 print(json.dumps({k: metrics.get(k) for k in ("family", "strategy", "train_seconds", "final_loss")}))

@@ -1,5 +1,6 @@
 """grpo stage: preference training (grpo.method: dpo on data/pairs | grpo with verifiable rewards) on
-the fine-tuned model -> models/final/<family>/ (merged/ is the model to evaluate and package)."""
+the fine-tuned model -> models/final/<family>/ (merged/ is the model to evaluate and package), its metrics
+(metrics/detail/grpo/<family>.json; headline metrics/grpo/<family>.json) and curves (metrics/live/grpo/<family>)."""
 
 import json
 import logging
@@ -9,6 +10,7 @@ import yaml
 from datasets import load_from_disk
 
 from safetyvlm.data.dataset import load_dataset_dir
+from safetyvlm import headline
 from safetyvlm.io import atomic_write_json
 from safetyvlm.model.distributed import is_main_process, relaunch_if_distributed
 from safetyvlm.prefs.config import PrefsConfig
@@ -26,9 +28,10 @@ metrics = train_preferences(
     pairs=load_from_disk(f"data/pairs/{family}") if cfg.method == "dpo" else None,
     train_split=load_dataset_dir("data/dataset")["train"] if cfg.method == "grpo" else None,
     backend=ft.get("backend", "auto"), load_in_4bit=ft.get("load_in_4bit", False),
-    gradient_checkpointing=ft.get("gradient_checkpointing", False), distributed=ft.get("distributed", "none"))
+    gradient_checkpointing=ft.get("gradient_checkpointing", False), distributed=ft.get("distributed", "none"),
+    live_dir=f"metrics/live/grpo/{family}")
 if not is_main_process():
     sys.exit(0)
-atomic_write_json(f"metrics/grpo/{family}.json", metrics)
-atomic_write_json(f"metrics/grpo/{family}-log.json", json.load(open(f"models/final/{family}/train_log.json")))
+atomic_write_json(f"metrics/detail/grpo/{family}.json", metrics)
+headline.write(f"metrics/grpo/{family}.json", headline.preference(metrics))
 print(json.dumps({k: metrics[k] for k in ("family", "method", "train_seconds", "first", "last")}))

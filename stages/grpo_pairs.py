@@ -1,11 +1,12 @@
 """grpo-pairs stage: the fine-tuned model (grpo.strategy) answers train images with and without
-retrieval -> data/pairs/<family>/ (a datasets dataset in TRL's VLM DPO format) + metrics/pairs/<family>.json."""
+retrieval -> data/pairs/<family>/ (a datasets dataset in TRL's VLM DPO format) + metrics/detail/pairs/<family>.json (headline: metrics/pairs/<family>.json)."""
 
 import logging
 import sys
 
 import yaml
 
+from safetyvlm import headline
 from safetyvlm.data.dataset import load_dataset_dir
 from safetyvlm.io import atomic_output_dir, atomic_write_json
 from safetyvlm.model.loader import load_model
@@ -23,6 +24,7 @@ retriever = load_retriever("data/rag", RagConfig.from_dict(params["rag"]))
 pairs, metrics = build_pairs(model, processor, family, load_dataset_dir("data/dataset")["train"], retriever, cfg.pairs)
 with atomic_output_dir(f"data/pairs/{family}") as tmp:
     pairs.save_to_disk(str(tmp))
-atomic_write_json(f"metrics/pairs/{family}.json", metrics)
+atomic_write_json(f"metrics/detail/pairs/{family}.json", metrics)
+headline.write(f"metrics/pairs/{family}.json", headline.pairs(metrics))
 print(f"{family}: kept {metrics['kept']} of {metrics['images']} pairs; chosen mean "
       f"{metrics['chosen_total'].get('mean', 0):.3f} vs rejected {metrics['rejected_total'].get('mean', 0):.3f}")

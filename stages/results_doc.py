@@ -1,5 +1,5 @@
-"""results-doc stage: docs/results.md, the tables of measured figures, from metrics/eval.json,
-metrics/finetune/*.json and metrics/rag.json (never copied by hand)."""
+"""results-doc stage: docs/results.md, the tables of measured figures, from metrics/detail/eval.json,
+metrics/detail/finetune/*.json and metrics/detail/rag.json (never copied by hand)."""
 
 from safetyvlm.eval.docs import write_results_doc
 

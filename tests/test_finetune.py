@@ -37,11 +37,16 @@ def small_cfg(**kw):
 def test_lora_steps_lower_the_loss_and_save_adapter_and_merged_model(dataset_dir, tmp_path, family, strategy, towers):
     out = tmp_path / "ft"
     before = sorted(p.relative_to(dataset_dir) for p in dataset_dir.rglob("*"))
-    metrics = finetune(str(SHIPPED / f"{family}-tiny"), dataset_dir, family, strategy, small_cfg(), out)
+    metrics = finetune(str(SHIPPED / f"{family}-tiny"), dataset_dir, family, strategy, small_cfg(), out,
+                       live_dir=tmp_path / "live")
     # the dataset is another stage's DVC output: training must not write (cache files) into it
     assert sorted(p.relative_to(dataset_dir) for p in dataset_dir.rglob("*")) == before
     log = json.loads((out / "train_log.json").read_text())
     assert len(log) == 6 and log[-1]["loss"] < log[0]["loss"]
+    # the same curve through DVCLive, where dvc.yaml's plots read it
+    curve = (tmp_path / "live/plots/metrics/loss.tsv").read_text().splitlines()
+    assert curve[0].split("\t") == ["step", "loss"]
+    assert [round(float(r.split("\t")[1]), 4) for r in curve[1:]] == [round(h["loss"], 4) for h in log]
     assert {t for t, n in metrics["lora_layers"].items() if n} == towers
     assert (out / "adapter" / "adapter_config.json").exists()
     assert metrics["valid"]["images"] == 2 and 0 <= metrics["valid"]["json_valid"] <= 1

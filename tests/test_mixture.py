@@ -2,6 +2,7 @@
 two families trained on the same rendered scenes."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from safetyvlm.data.mixture import generic_report_text, prose_documents, safety_
 from safetyvlm.kb import load_kb
 from safetyvlm.parse import SYNONYMS, parse_report
 from safetyvlm.schema import CATEGORIES, SafetyReport
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _kb_phrases():
@@ -89,3 +92,24 @@ def test_two_families_train_on_the_same_scenes_with_both_prompts():
         tasks.add("report" if "primary_function" in q[0] else "detect")
     assert tasks == {"report", "detect"}
     assert data.batch(4)["qwen2_5_vl"]["input_ids"].equal(data.batch(4)["qwen2_5_vl"]["input_ids"])
+
+
+@pytest.mark.slow
+def test_the_pretrain_command_continues_a_base_and_logs_its_curves_through_dvclive(tmp_path):
+    """The command that made the shipped bases, for 3 steps on the CPU: continued from the shipped base
+    (init_from), saved with its record, and the loss curve in DVCLive's layout under OUT/live/<family>."""
+    import json
+
+    from safetyvlm.model.pretrain import main
+
+    main(["--families", "qwen2_5_vl", "--out", str(tmp_path), "--set", "minutes=5", "max_steps=3",
+          "batch_size=2", "workers=0", "log_every=1", "eval_images=2", "eval_batch_size=2", "report_tokens=16",
+          "max_new_tokens=16", "text_every=1", "text_batch_size=2", "report_fraction=0.5",
+          f"init_from={ROOT}/models/shipped/{{family}}-tiny"])
+    record = json.loads((tmp_path / "qwen2_5_vl-tiny" / "base_record.json").read_text())
+    assert record["steps"] == 3 and record["continued_from"]["family"] == "qwen2_5_vl"
+    curve = (tmp_path / "live/qwen2_5_vl/plots/metrics/train/loss.tsv").read_text().splitlines()
+    log = json.loads((tmp_path / "qwen2_5_vl-tiny" / "train_log.json").read_text())
+    assert curve[0].split("\t") == ["step", "loss"]
+    assert [int(r.split("\t")[0]) for r in curve[1:]] == [h["step"] for h in log if "loss" in h] == [1, 2, 3]
+    assert (tmp_path / "live/qwen2_5_vl/plots/metrics/train/text_loss.tsv").exists()

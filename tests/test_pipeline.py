@@ -59,7 +59,7 @@ def test_the_real_photo_fixture_imports_through_the_stage(project):
     params["dataset"].update(source="yolo", path=str(ROOT / "tests/fixtures/real-tools"))
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro", "dataset"], path, env)
-    metrics = yaml.safe_load((path / "metrics/dataset.json").read_text())
+    metrics = yaml.safe_load((path / "metrics/detail/dataset.json").read_text())
     # 18 photos; Files/Scissors/Pincers are mapped to null in params.yaml and counted as ignored
     assert metrics["total"]["images"] == 18, out
     assert metrics["ignored_classes"] == {"Files": 3, "Scissors": 2}

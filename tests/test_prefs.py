@@ -89,11 +89,16 @@ def test_dpo_steps_raise_the_margin_and_save_a_loadable_model(dataset, tmp_path,
     pairs = gold_pairs(dataset, processor, family)
     cfg = PrefsConfig.from_dict({"method": "dpo", "strategy": "language", "log_every": 1,
                                  "dpo": {"steps": 4, "batch_size": 2, "lr": 5e-3}})
-    m = train_preferences(SHIPPED / f"{family}-tiny", family, cfg, tmp_path / "final", pairs=pairs)
+    m = train_preferences(SHIPPED / f"{family}-tiny", family, cfg, tmp_path / "final", pairs=pairs,
+                          live_dir=tmp_path / "live")
     log = json.loads((tmp_path / "final" / "train_log.json").read_text())
     assert m["trained"] and m["pairs"] == 6 and len(log) == 4
     assert log[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at step 1: log(2)
     assert log[-1]["loss"] < log[0]["loss"] and log[-1]["rewards/margins"] > log[0]["rewards/margins"]
+    # the reward margin through DVCLive (dvc.yaml overlays it with the finetune's loss curves)
+    margins = (tmp_path / "live/plots/metrics/rewards/margins.tsv").read_text().splitlines()
+    assert margins[0].split("\t")[-1] == "margins" and len(margins) == 1 + len(log)
+    assert float(margins[-1].split("\t")[-1]) == pytest.approx(log[-1]["rewards/margins"], rel=1e-4)
     merged, proc, info = load_model(tmp_path / "final" / "merged", dtype="float32")
     assert info["family"] == family and (tmp_path / "final" / "adapter" / "adapter_config.json").exists()
 

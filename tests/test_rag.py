@@ -303,7 +303,9 @@ def test_stage_script_writes_index_and_metrics(tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "stages/rag_index.py")], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    metrics = json.loads((tmp_path / "metrics/rag.json").read_text())
+    metrics = json.loads((tmp_path / "metrics/detail/rag.json").read_text())
+    headline = json.loads((tmp_path / "metrics/rag.json").read_text())  # what `dvc metrics show` lists
+    assert headline == {"recall@5": round(metrics["recall@5"], 3), "mrr": round(metrics["mrr"], 3)}
     assert metrics["vector_store"] == "faiss" and metrics["queries"] > 100
     assert metrics["hit@5"] >= 0.95 and metrics["mrr"] >= 0.9
     assert set(metrics["by_rerank"]) == {"none", "mmr", "boost", "boost+mmr"}

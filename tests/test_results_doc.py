@@ -43,20 +43,21 @@ def test_check_fails_when_a_figure_changes_and_the_stage_regenerates_the_doc(tmp
     out = tmp_path / "results.md"
     assert main(["--metrics", str(metrics), "--out", str(out)]) == 0
     assert main(["--check", "--metrics", str(metrics), "--out", str(out)]) == 0
-    doc = json.loads((metrics / "eval.json").read_text())
+    doc = json.loads((metrics / "detail/eval.json").read_text())
     doc["qwen2_5_vl"]["zero-shot"]["latency_p50"] = 12.345
-    (metrics / "eval.json").write_text(json.dumps(doc))
+    (metrics / "detail/eval.json").write_text(json.dumps(doc))
     assert main(["--check", "--metrics", str(metrics), "--out", str(out)]) == 1  # a stale table is caught
     assert "| 12.35 |" in results_doc(metrics)
-    run = json.loads((metrics / "finetune/mllama-vision.json").read_text())
+    run = json.loads((metrics / "detail/finetune/mllama-vision.json").read_text())
     run["train_seconds"] = 9999.0
-    (metrics / "finetune/mllama-vision.json").write_text(json.dumps(run))
+    (metrics / "detail/finetune/mllama-vision.json").write_text(json.dumps(run))
     assert "| 9999 |" in results_doc(metrics)
 
 
 def test_dvc_regenerates_the_doc_after_the_stages_it_reads():
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["results-doc"]
-    assert {"metrics/eval.json", "metrics/finetune", "metrics/rag.json", "src/safetyvlm/eval/docs.py"} <= set(
+    assert {"metrics/detail/eval.json", "metrics/detail/finetune", "metrics/detail/rag.json",
+            "src/safetyvlm/eval"} <= set(
         stage["deps"])
     assert stage["outs"] == [{"docs/results.md": {"cache": False}}]
 

@@ -1,7 +1,7 @@
 """`docs/results.md`: the tables of measured figures, generated from the metrics files, never copied by hand.
 
 `python -m safetyvlm.eval.docs` (the `results-doc` stage of dvc.yaml, after every stage whose metrics
-it reads) writes it from `metrics/eval.json`, `metrics/finetune/*.json` and `metrics/rag.json`;
+it reads) writes it from `metrics/detail/eval.json`, `metrics/detail/finetune/*.json` and `metrics/detail/rag.json`;
 `--check` exits 1 when the file on disk differs from what the metrics give, as
 `tests/test_results_doc.py` does for the committed one. A figure in the docs then cannot go stale.
 """
@@ -55,11 +55,11 @@ def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
 
 
 def eval_section(doc: dict, compared: list[dict] | None = None) -> str:
-    """The eval stage's tables (`metrics/eval.json`): headline columns with 95% bootstrap intervals, the
-    paired comparisons (`metrics/eval_comparisons.json`), all columns, and what the safety columns score."""
+    """The eval stage's tables (`metrics/detail/eval.json`): headline columns with 95% bootstrap intervals, the
+    paired comparisons (`metrics/detail/eval_comparisons.json`), all columns, and what the safety columns score."""
     sizes = sorted({m.get("n_images") for conds in doc.values() for m in conds.values()}, key=str)
     images = f"{sizes[0]} images per row" if len(sizes) == 1 else f"images per row: {sizes}"
-    intro = _para(f"From `metrics/eval.json`: {images}, greedy; rows ending in \"· shifted\" are on the shifted "
+    intro = _para(f"From `metrics/detail/eval.json`: {images}, greedy; rows ending in \"· shifted\" are on the shifted "
                   "test set (`dataset.shifted`: surfaces, lighting, sizes and clutter never seen in training). "
                   "Brackets: 95% bootstrap intervals over images.")
     parts = [f"## Evaluation (eval stage)\n\n{intro}\n{main_table(doc)}\n{SCORED_NOTE}"]
@@ -121,7 +121,7 @@ def targets_section(doc: dict) -> str:
 
 
 def finetune_section(runs: dict[str, dict], families: list[str]) -> str:
-    """One row per finetune (`metrics/finetune/<family>-<strategy>.json`), scored on valid images;
+    """One row per finetune (`metrics/detail/finetune/<family>-<strategy>.json`), scored on valid images;
     families in the order given (the eval table's), then any other, strategies as in dvc.yaml."""
     def order(item):
         family, strategy = item[1].get("family"), item[1].get("strategy")
@@ -139,27 +139,26 @@ def finetune_section(runs: dict[str, dict], families: list[str]) -> str:
                      _cell(m.get("train_seconds"), 0), _cell(m.get("final_loss"), 2), _cell(v.get("images"), 0),
                      _cell(v.get("json_valid"), 2), _cell(v.get("name_f1"), 2), _cell(v.get("f1"), 2),
                      _cell(v.get("mean_iou"), 2), agreement])
-    intro = _para("From `metrics/finetune/<family>-<strategy>.json`: LoRA steps and their wall-clock seconds on "
+    intro = _para("From `metrics/detail/finetune/<family>-<strategy>.json`: LoRA steps and their wall-clock seconds on "
                   "the device named, then the answers on valid images (no retrieval, greedy). Safety agreement "
                   "is over the matched tools, counted in brackets.")
     return f"## Finetune matrix (finetune stage)\n\n{intro}\n{_table(head, rows, left=3)}"
 
 
 def rag_section(rag: dict) -> str:
-    """Retrieval quality per rerank mode (`metrics/rag.json`), the configured one marked."""
+    """Retrieval quality per rerank mode (`metrics/detail/rag.json`), the configured one marked."""
     head = ["rerank", "recall@1", "recall@3", "recall@5", "hit@1", "MRR"]
     rows = [[f"{mode} (configured)" if mode == rag.get("rerank") else mode,
              *(_cell(scores.get(k), 3) for k in ("recall@1", "recall@3", "recall@5", "hit@1", "mrr"))]
             for mode, scores in (rag.get("by_rerank") or {}).items()]
-    intro = _para(f"From `metrics/rag.json`: {rag.get('queries')} labelled queries over {rag.get('chunks')} chunks "
+    intro = _para(f"From `metrics/detail/rag.json`: {rag.get('queries')} labelled queries over {rag.get('chunks')} chunks "
                   f"of {rag.get('passages')} passages, vector store `{rag.get('vector_store')}`.")
     return f"## Retrieval (rag-index stage)\n\n{intro}\n{_table(head, rows)}"
 
 
 def results_doc(metrics_dir: str | Path = "metrics") -> str:
-    metrics_dir = Path(metrics_dir)
-    runs = {p.stem: _read(p) for p in sorted((metrics_dir / "finetune").glob("*.json"))
-            if not p.stem.endswith("-loss")}
+    metrics_dir = Path(metrics_dir) / "detail"  # the stages' full documents (the headlines are beside them)
+    runs = {p.stem: _read(p) for p in sorted((metrics_dir / "finetune").glob("*.json"))}
     evaluation = _read(metrics_dir / "eval.json")
     compared_path = metrics_dir / "eval_comparisons.json"
     compared = _read(compared_path) if compared_path.exists() else None

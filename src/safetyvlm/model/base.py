@@ -110,9 +110,10 @@ def base_model_path(base_dir: str | Path) -> str:
 
 
 def prepare_bases(families: list[str], preset: str, out_dirs: dict, *, train: dict | None = None,
-                  shipped_root: Path = SHIPPED_DIR) -> dict:
+                  shipped_root: Path = SHIPPED_DIR, live_dir: str | Path | None = None) -> dict:
     """Train the `preset` bases of several families side by side (`pretrain.train_bases`), from scratch
-    or continued from `train.init_from` (`{family}` is filled in), and record each one's provenance."""
+    or continued from `train.init_from` (`{family}` is filled in), and record each one's provenance;
+    `live_dir`: DVCLive curves under `live_dir/<family>`."""
     import torch
 
     from safetyvlm.model.pretrain import BaseTrainConfig, train_bases
@@ -135,7 +136,7 @@ def prepare_bases(families: list[str], preset: str, out_dirs: dict, *, train: di
 
             model, processor, _ = build_preset_parts(family, preset, tokenizer_texts())
         parts[family] = (model, processor)
-    records = train_bases(parts, cfg, out_dirs)
+    records = train_bases(parts, cfg, out_dirs, live_dir=live_dir)
     for family, record in records.items():
         prev = previous.get(family)
         if prev:

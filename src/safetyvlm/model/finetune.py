@@ -143,16 +143,18 @@ class _ProgressLog:
 
 
 def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str, cfg: FinetuneConfig,
-             out_dir: str | Path, retriever=None) -> dict:
+             out_dir: str | Path, retriever=None, live_dir: str | Path | None = None) -> dict:
     """Train a LoRA adapter; save adapter, merged model + processor, training log and valid metrics.
 
-    `retriever` (a `ToolRetriever`) is needed when `cfg.rag_fraction > 0`.
+    `retriever` (a `ToolRetriever`) is needed when `cfg.rag_fraction > 0`; `live_dir`: the DVCLive
+    directory of the training curves (None: none written).
     """
     import torch
     from peft import get_peft_model
     from trl import SFTConfig, SFTTrainer
 
     from safetyvlm.data.dataset import load_dataset_dir
+    from safetyvlm.live import trainer_callbacks
     from safetyvlm.model import distributed as dist
     from safetyvlm.model.loader import load_model
     from safetyvlm.model.lora import count_lora_layers, make_lora_config
@@ -209,7 +211,8 @@ def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str
             remove_unused_columns=False,  # keep `length` for the sampler; the VLM collator ignores it
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=processor,
-                             callbacks=[_ProgressLog.make(cfg.steps)])
+                             callbacks=[_ProgressLog.make(cfg.steps),
+                                        *(trainer_callbacks(live_dir) if dist.is_main_process() else [])])
         resume = None
         if cfg.checkpoint_every and checkpoints.exists():
             from transformers.trainer_utils import get_last_checkpoint

@@ -379,9 +379,11 @@ class _FamilyRun:
         return {"loss": lm_loss, "aux_loss": aux_loss, "text_loss": text_loss}
 
 
-def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str | None = None) -> dict:
+def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str | None = None,
+                live_dir: str | Path | None = None) -> dict:
     """Train every family in `parts` ({family: (model, processor)}) on the same rendered scenes for
-    `cfg.minutes`, each with all parameters; save bf16 weights + a record per family. Returns the records."""
+    `cfg.minutes`, each with all parameters; save bf16 weights + a record per family. Returns the records.
+    `live_dir`: the curves (loss, aux, text loss, lr) go to DVCLive under `live_dir/<family>`."""
     import torch
     from tqdm import tqdm
 
@@ -417,6 +419,12 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     runs = {f: _FamilyRun(f, model, proc, cfg, device, lr_factor) for f, (model, proc) in parts.items()}
+    if live_dir is not None:
+        from safetyvlm.live import open_live
+
+        lives = {f: open_live(Path(live_dir) / f) for f in runs}
+    else:
+        lives = {}
     start = time.perf_counter()
     budget = cfg.minutes * 60
     step = 0
@@ -436,6 +444,10 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
                 vals = {k: round(float(v.detach()), 5) for k, v in losses[f].items()}
                 run.history.append({"step": step, "samples": run.samples, "seconds": round(elapsed, 1), **vals,
                                     "lr": run.opt.param_groups[0]["lr"]})
+                if f in lives:
+                    lives[f].step = step
+                    for k, v in {**vals, "lr": run.opt.param_groups[0]["lr"]}.items():
+                        lives[f].log_metric(f"train/{k}", v)
                 post.append(f"{f} loss {vals['loss']:.3f} aux {vals['aux_loss']:.3f} text {vals['text_loss']:.3f}")
             bar.n = min(int(elapsed), int(budget))
             samples = sum(run.samples for run in runs.values()) / len(runs)
@@ -443,6 +455,8 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
         if elapsed >= budget or step >= cfg.max_steps:
             break
     bar.close()
+    for live in lives.values():
+        live.end()
     records = {}
     for f, run in runs.items():
         text_history = train_text(run.model, run.processor, cfg, device) if cfg.text_steps else []
@@ -502,13 +516,15 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True, help="each family's base goes to OUT/<family>-<preset>")
     ap.add_argument("--params", default="params.yaml", help="base.train is read from here, then --set")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=YAML", help="override a base.train key")
+    ap.add_argument("--live", default=None, help="DVCLive curves under LIVE/<family> (default: OUT/live)")
     args = ap.parse_args(argv)
     train = dict(yaml.safe_load(Path(args.params).read_text())["base"]["train"])
     for item in args.set:
         key, _, value = item.partition("=")
         train[key] = yaml.safe_load(value)
     out = {f: Path(args.out) / f"{f}-{args.preset}" for f in args.families}
-    records = prepare_bases(args.families, args.preset, out, train=train)
+    records = prepare_bases(args.families, args.preset, out, train=train,
+                            live_dir=args.live or Path(args.out) / "live")
     for f, r in records.items():
         print(json.dumps({"family": f, "samples": r["samples"], "total_samples": r.get("total_samples"),
                           "eval": {k: v for k, v in r["eval"].items() if k != "example_answer"},

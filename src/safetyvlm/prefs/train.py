@@ -88,15 +88,18 @@ def _history(trainer) -> list[dict]:
 
 def train_preferences(model_dir: str | Path, family: str, cfg: PrefsConfig, out_dir: str | Path, *,
                       pairs=None, train_split=None, backend: str = "auto", load_in_4bit: bool = False,
-                      gradient_checkpointing: bool = False, distributed: str = "none") -> dict:
+                      gradient_checkpointing: bool = False, distributed: str = "none",
+                      live_dir: str | Path | None = None) -> dict:
     """Run `cfg.method` on the model in `model_dir`; write `out_dir/{adapter,merged,train_log.json,
     metrics.json,config.json}` atomically and return the metrics.
 
     `pairs`: the grpo-pairs dataset (dpo); `train_split`: the dataset's train split (grpo prompts).
     `distributed`: none | ddp | fsdp, when run under torchrun (only rank 0 writes; others return {}).
+    `live_dir`: the DVCLive directory of the training curves (loss, reward margin or reward).
     """
     import torch
 
+    from safetyvlm.live import trainer_callbacks
     from safetyvlm.model import distributed as dist
     from safetyvlm.model.loader import load_model
     from safetyvlm.model.lora import count_lora_layers, make_lora_config
@@ -127,6 +130,9 @@ def train_preferences(model_dir: str | Path, family: str, cfg: PrefsConfig, out_
         else:
             trainer, data_info = _grpo(model, processor, family, cfg, train_split, peft_config, tmp, cuda,
                                        gradient_checkpointing, distributed)
+        if dist.is_main_process():
+            for callback in trainer_callbacks(live_dir):
+                trainer.add_callback(callback)
         lora_layers = count_lora_layers(trainer.model)
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         trainer.train()

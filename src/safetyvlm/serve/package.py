@@ -142,7 +142,7 @@ class PackageConfig:
     include_rag: bool = True
     rag_dir: str = "data/rag"
     name: str = "safetyvlm"
-    metrics: str = "metrics/eval.json"                 # stored as metadata when present
+    metrics: str = "metrics/detail/eval.json"                 # stored as metadata when present
 
     @classmethod
     def from_dict(cls, d: dict | None) -> PackageConfig:
