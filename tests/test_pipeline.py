@@ -74,7 +74,7 @@ def test_the_graph_has_every_stage_and_a_method_change_only_touches_training_and
     params_of = {name: [p for p in (s.get("do", s).get("params") or [])] for name, s in stages.items()}
     # grpo.method picks the trainer: the pairs do not depend on it, the training stage does
     assert "grpo" not in params_of["grpo-pairs"] and "grpo.method" not in params_of["grpo-pairs"]
-    assert "grpo" in params_of["grpo"]
+    assert "grpo.method" in params_of["grpo"]
     assert not any(p.startswith("grpo") for p in params_of["finetune"] + params_of["eval"])
     # eval reads the final models, so it follows a change of method through its dependency
     assert "models/final" in stages["eval"]["deps"]
