@@ -31,19 +31,20 @@ def _safety(value):
     return value.get("mean") if isinstance(value, dict) else value
 
 
-def eval_row(m: dict) -> dict:
-    """One family x condition of the eval stage (metrics/eval/<family>/<condition>.json)."""
+def _quality(m: dict) -> dict:
     out = {k: m.get(src) for k, src in QUALITY.items()}
     out["safety"] = _safety(out["safety"])
-    out["halluc"] = m.get("claim_hallucination")
+    return out
+
+
+def eval_row(m: dict) -> dict:
+    """One family x condition of the eval stage (metrics/eval/<family>/<condition>.json)."""
+    out = {**_quality(m), "halluc": m.get("claim_hallucination")}
     return {k: _round(v) for k, v in out.items()}
 
 
 def finetune(doc: dict) -> dict:
-    valid = doc.get("valid") or {}
-    out = {k: valid.get(src) for k, src in QUALITY.items()}
-    out["safety"] = _safety(out["safety"])
-    out["loss"] = doc.get("final_loss")
+    out = {**_quality(doc.get("valid") or {}), "loss": doc.get("final_loss")}
     return {k: _round(v) for k, v in out.items()}
 
 
