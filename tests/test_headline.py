@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from safetyvlm import headline
@@ -40,7 +41,7 @@ def test_each_stage_headline_takes_its_numbers_from_the_full_document():
 
 def test_dvc_metrics_show_of_the_committed_metrics_fits_200_columns():
     env = {**os.environ, "COLUMNS": "200"}
-    out = subprocess.run(["dvc", "metrics", "show"], cwd=ROOT, env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120, check=True).stdout
     lines = out.splitlines()
     assert any(line.startswith("metrics/eval/qwen2_5_vl/zero-shot.json") for line in lines)
