@@ -21,6 +21,8 @@ import yaml
 from safetyvlm.config import from_section
 
 ENV_PREFIX = "SAFETYVLM_"
+# multipart framing around the image: boundaries, part headers, the two option fields
+MULTIPART_SLACK = 64 * 1024
 CONFIG_FILE_ENV = "SAFETYVLM_SERVE_CONFIG"
 
 
@@ -83,6 +85,11 @@ class ServeConfig:
                 f"route without a token. Set {self.auth_token_env} (in Kubernetes: the safetyvlm-auth Secret), "
                 f"or for local use only turn authentication off explicitly with SAFETYVLM_AUTH=off")
         return token
+
+    def request_body_limit(self) -> int:
+        """The largest body any route takes: the chat route's base64 image (4/3 of max_body_bytes) and
+        its JSON around it. A proxy in front must pass at least this much (docs/reliability.md)."""
+        return int(self.max_body_bytes) * 4 // 3 + MULTIPART_SLACK
 
     def traffic(self) -> dict:
         """BentoML's `traffic` for the API server: the timeout (504). The concurrency cap (429) is the

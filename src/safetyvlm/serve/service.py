@@ -34,7 +34,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from safetyvlm.kb import load_kb
-from safetyvlm.serve.config import load_config
+from safetyvlm.serve.config import MULTIPART_SLACK, load_config
 from safetyvlm.serve.images import BadInput, decode_image
 from safetyvlm.serve.openai_compat import chat_completion, parse_chat_request
 from safetyvlm.serve.openapi import spec
@@ -61,8 +61,6 @@ HEALTH_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
 CAP_EXEMPT = frozenset({"/metrics"})  # as BentoML's own cap had it: scraping never gets a 429
 TOKEN_COOKIE = "safetyvlm_token"
 DASHBOARD = Path(__file__).with_name("dashboard.html")
-# multipart framing around the image: boundaries, part headers, the two option fields
-MULTIPART_SLACK = 64 * 1024
 
 BATCH_SIZE = bentoml.metrics.Histogram(
     name="safetyvlm_batch_size", documentation="images per forward pass (adaptive batching)",
@@ -389,8 +387,7 @@ async def chat_route(request: Request) -> Response:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise BadInput(415, f"send application/json, not {ctype or '(none)'!r}", "wrong_content_type")
-        # base64 inflates the image by 4/3
-        req = parse_chat_request(await read_body(request, CONFIG.max_body_bytes * 4 // 3 + MULTIPART_SLACK))
+        req = parse_chat_request(await read_body(request, CONFIG.request_body_limit()))
         answer = await Front.analyze(req["image"], req["retrieval"], req["max_tools"])
     except BadInput as e:
         return refusal(e)
@@ -447,7 +444,7 @@ class Gate:
         self.drain = Drain(config.drain_s, lambda: self.inflight > 0, config.timeout_s + config.drain_s,
                            close_listeners=True)
         self.drain.install()
-        self.max_declared = config.max_body_bytes * 4 // 3 + MULTIPART_SLACK
+        self.max_declared = config.request_body_limit()
         self.slots = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
 
     def _authorized(self, headers: dict) -> bool:
