@@ -12,7 +12,6 @@ import json
 import os
 import select
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
