@@ -1,6 +1,7 @@
 """Every Kubernetes manifest, and each kustomize overlay once rendered, against the official schemas
 (kubernetes-validate --strict, offline), plus the properties the deployment promises."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from safetyvlm.serve.config import ServeConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
@@ -217,3 +220,40 @@ def test_the_gpu_overlay_scales_on_in_flight_requests_with_its_adapter_written_d
 def test_secret_template_has_no_value():
     secret = yaml.safe_load((K8S / "base" / "secret.template.yaml").read_text())
     assert secret["kind"] == "Secret" and set(secret["stringData"].values()) == {""}
+
+
+def serve_env() -> dict:
+    """k8s/base/serve.env (the ConfigMap's source) as the environment the pods get."""
+    lines = (K8S / "base" / "serve.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def nginx_size(value: str) -> int:
+    m = re.fullmatch(r"(\d+)([kmg]?)", value.strip().lower())
+    assert m, f"not an nginx size: {value!r}"
+    return int(m[1]) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m[2]]
+
+
+def test_ingress_body_size_lies_between_the_service_limit_and_its_linger():
+    """nginx (request buffering on) reads a body up to proxy-body-size, then sends it to the pod. At least
+    the service's largest body, or nginx refuses bodies the service takes (with its own, non-JSON 413);
+    at most linger_bytes, or the service stops reading a refused body that nginx is still sending and
+    resets it, which nginx turns into a 502 instead of the service's 413."""
+    cfg = load_config(environ=serve_env())
+    ingress = yaml.safe_load((K8S / "extras" / "ingress.yaml").read_text())
+    proxy = nginx_size(ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"])
+    print(f"\nservice body limit {cfg.request_body_limit()} <= proxy-body-size {proxy} <= linger_bytes "
+          f"{cfg.linger_bytes}")
+    assert cfg.request_body_limit() <= proxy <= cfg.linger_bytes
+    assert nginx_size("16m") == 16 * 2**20 and nginx_size("0") == 0  # 0 is nginx's "no limit": fails above
+
+
+def test_reliability_doc_lists_each_limit_with_its_setting_and_default():
+    doc = (ROOT / "docs" / "reliability.md").read_text()
+    defaults = ServeConfig()
+    for name in ("max_body_bytes", "max_pixels", "body_timeout_s", "linger_s", "linger_bytes", "timeout_s",
+                 "max_concurrency", "drain_s"):
+        row = next((line for line in doc.splitlines() if f"`SAFETYVLM_{name.upper()}`" in line), None)
+        assert row is not None, f"docs/reliability.md has no row for SAFETYVLM_{name.upper()}"
+        assert f"`{getattr(defaults, name)}`" in row or (getattr(defaults, name) is None and "unset" in row), row
+    assert "proxy-body-size" in doc and "reliability.md" in (ROOT / "docs" / "serving.md").read_text()

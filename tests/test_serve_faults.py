@@ -1,5 +1,5 @@
 """Faults, overload, bombs and recovery against a real `bentoml serve` (the shipped tiny model, no packaging)
-with traffic limits on: max_concurrency 4 (429 beyond), timeout 3 s (504), bearer auth. One server for
+with traffic limits on: max_concurrency 4 (429 beyond), timeout 3 s (504), body timeout 2 s (408), bearer auth. One server for
 the module; the tests that kill its processes run last. Each prints its figures."""
 
 import base64
@@ -29,7 +29,7 @@ from safetyvlm.serve.openapi import spec
 FAULTS = Path(__file__).parent / "fixtures" / "fault_injection"
 TOKEN = "tok-faults-" + os.urandom(8).hex()
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-CAP, TIMEOUT_S = 4, 3
+CAP, TIMEOUT_S, BODY_TIMEOUT_S = 4, 3, 2
 pytestmark = pytest.mark.slow
 
 
@@ -51,6 +51,7 @@ def srv(tmp_path_factory):
     # max_pixels and max_body_bytes stay at their defaults (40 MP, 10 MB): the bombs meet the real limits
     with ServeProcess(tmp, tmp / "server.log", SAFETYVLM_MAX_NEW_TOKENS=64, SAFETYVLM_MAX_BATCH_SIZE=8,
                       SAFETYVLM_MAX_LATENCY_MS=60000, SAFETYVLM_MAX_CONCURRENCY=CAP, SAFETYVLM_TIMEOUT_S=TIMEOUT_S,
+                      SAFETYVLM_BODY_TIMEOUT_S=BODY_TIMEOUT_S,
                       SAFETYVLM_RETRIEVAL_DEFAULT="false", SAFETYVLM_API_TOKEN=TOKEN,
                       PYTHONPATH=path.rstrip(os.pathsep), SAFETYVLM_TEST_FAULT=flag) as s:
         print(f"\nserver ready in {s.ready_seconds:.1f} s on {s.url}")
@@ -141,17 +142,38 @@ def test_beyond_the_concurrency_cap_is_429_at_once(srv):
     wait_idle(srv)
 
 
-def test_a_request_past_its_timeout_is_504_and_frees_its_slot(srv):
+def test_a_stalled_upload_is_408_at_the_body_timeout_and_frees_its_slot(srv):
     """A client that sends its headers and a first part of the body, then stalls (slowloris)."""
     sock = raw_request(srv, SCENE[:1000], len(SCENE))
     t0 = time.perf_counter()
-    head = sock.recv(4096).decode(errors="replace")
+    head = sock.recv(4096)
     elapsed = time.perf_counter() - t0
+    while b"}" not in head and (more := sock.recv(4096)):  # the JSON body may come in a second segment
+        head += more
+    head = head.decode(errors="replace")
     sock.close()
-    print(f"\nstalled upload answered {head.split(chr(13))[0]!r} after {elapsed:.2f} s (timeout {TIMEOUT_S} s)")
-    assert head.startswith("HTTP/1.1 504") and TIMEOUT_S - 0.5 < elapsed < TIMEOUT_S + 2
+    print(f"\nstalled upload answered {head.split(chr(13))[0]!r} after {elapsed:.2f} s (body timeout "
+          f"{BODY_TIMEOUT_S} s)")
+    assert head.startswith("HTTP/1.1 408") and '"reason":"body_timeout"' in head
+    assert BODY_TIMEOUT_S - 0.5 < elapsed < BODY_TIMEOUT_S + 1.5
     wait_idle(srv)
     with ThreadPoolExecutor(CAP) as pool:  # every slot is free again
+        assert [r.status_code for r in pool.map(lambda _: analyze(srv), range(CAP))] == [200] * CAP
+
+
+def test_a_request_past_its_timeout_is_504_and_frees_its_slot(srv):
+    """The model takes longer than the timeout (injected: generation sleeps TIMEOUT_S + 2 s)."""
+    srv.fault_flag.write_text(f"slow {TIMEOUT_S + 2}")
+    try:
+        t0 = time.perf_counter()
+        r = analyze(srv)
+        elapsed = time.perf_counter() - t0
+    finally:
+        srv.fault_flag.unlink()
+    print(f"\nslow model call answered {r.status_code} after {elapsed:.2f} s (timeout {TIMEOUT_S} s)")
+    assert r.status_code == 504 and TIMEOUT_S - 0.5 < elapsed < TIMEOUT_S + 2
+    wait_idle(srv)
+    with ThreadPoolExecutor(CAP) as pool:
         assert [r.status_code for r in pool.map(lambda _: analyze(srv), range(CAP))] == [200] * CAP
 
 

@@ -1,12 +1,15 @@
 """The service's pure parts: config from env/file, safe image decoding, the OpenAI request dialect."""
 
+import asyncio
 import base64
 import io
 import json
+import time
 
 import pytest
 from PIL import Image
 
+from safetyvlm.serve import uploads
 from safetyvlm.serve.config import MissingToken, ServeConfig, load_config
 from safetyvlm.serve.images import BadInput, decode_image
 from safetyvlm.serve.openai_compat import chat_completion, parse_chat_request
@@ -52,10 +55,25 @@ def test_config_errors_name_the_setting(env, message):
 
 def test_traffic_limits_from_config():
     assert load_config(environ={}).traffic() == {"timeout": 120}
-    cfg = load_config(environ={"SAFETYVLM_MAX_CONCURRENCY": "4", "SAFETYVLM_TIMEOUT_S": "3"})
-    assert cfg.traffic() == {"timeout": 3, "max_concurrency": 4}
+    cfg = load_config(environ={"SAFETYVLM_MAX_CONCURRENCY": "4", "SAFETYVLM_TIMEOUT_S": "3",
+                               "SAFETYVLM_BODY_TIMEOUT_S": "2"})
+    # the cap is the service's Gate (a slot once the body is in), not BentoML's
+    assert cfg.traffic() == {"timeout": 3} and cfg.max_concurrency == 4
     with pytest.raises(ValueError, match="max_concurrency must be >= 1"):
         load_config(environ={"SAFETYVLM_MAX_CONCURRENCY": "0"})
+
+
+def test_body_limits_from_config():
+    cfg = load_config(environ={})
+    assert (cfg.body_timeout_s, cfg.linger_s, cfg.linger_bytes) == (60, 30, 128 * 1024 * 1024)
+    cfg = load_config(environ={"SAFETYVLM_BODY_TIMEOUT_S": "5", "SAFETYVLM_LINGER_S": "0",
+                               "SAFETYVLM_LINGER_BYTES": "1000"})
+    assert (cfg.body_timeout_s, cfg.linger_s, cfg.linger_bytes) == (5, 0, 1000)
+    # a body deadline at or past the request timeout would let the 504 cut a trickling upload first
+    with pytest.raises(ValueError, match=r"body_timeout_s must be >= 1 and below timeout_s \(3\)"):
+        load_config(environ={"SAFETYVLM_TIMEOUT_S": "3"})
+    with pytest.raises(ValueError, match="linger_bytes must be >= 0"):
+        load_config(environ={"SAFETYVLM_LINGER_BYTES": "-1"})
 
 
 def test_config_file_refuses_unknown_keys(tmp_path):
@@ -173,3 +191,48 @@ def test_chat_completion_carries_the_report_as_content():
     out = chat_completion(answer, "safetyvlm")
     assert out["object"] == "chat.completion" and json.loads(out["choices"][0]["message"]["content"]) == {"tools": []}
     assert out["safetyvlm"]["batch_size"] == 3
+
+
+def _body(chunks, delay=0.0):
+    """An ASGI receive() over `chunks`, one message each, `delay` seconds apart."""
+    sent = {"n": 0}
+
+    async def receive():
+        await asyncio.sleep(delay)
+        i = sent["n"]
+        sent["n"] += 1
+        if i >= len(chunks):
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": chunks[i], "more_body": i + 1 < len(chunks)}
+    return receive, sent
+
+
+def test_body_is_read_within_its_bounds():
+    receive, _ = _body([b"ab", b"cd"])
+    assert asyncio.run(uploads.receive_body(receive, 4, 1)) == b"abcd"
+    with pytest.raises(uploads.BodyTooLarge):
+        asyncio.run(uploads.receive_body(_body([b"ab", b"cd"])[0], 3, 1))
+    t0 = time.perf_counter()
+    with pytest.raises(uploads.BodyTooSlow):
+        asyncio.run(uploads.receive_body(_body([b"a"] * 100, delay=0.05)[0], 1000, 0.3))
+    assert time.perf_counter() - t0 < 1
+    with pytest.raises(uploads.ClientGone):
+        asyncio.run(uploads.receive_body(_body([])[0], 10, 1))
+
+
+def test_linger_stops_at_the_end_of_the_body_or_its_bounds():
+    receive, sent = _body([b"x" * 10] * 5)
+    assert asyncio.run(uploads.linger(receive, 1000, 5)) == 50 and sent["n"] == 5   # to the end, no further
+    receive, sent = _body([b"x" * 10] * 100)
+    assert asyncio.run(uploads.linger(receive, 25, 5)) == 30 and sent["n"] == 3     # the byte bound
+    receive, _ = _body([b"x"] * 1000, delay=0.01)
+    t0 = time.perf_counter()
+    assert 0 < asyncio.run(uploads.linger(receive, 10**6, 0.2)) < 1000             # the time bound
+    assert time.perf_counter() - t0 < 0.6
+    assert asyncio.run(uploads.linger(_body([b"x"])[0], 10, 0)) == 0                # linger_s 0: none
+
+
+def test_has_body_and_expect():
+    assert uploads.has_body({"content-length": "5"}) and uploads.has_body({"transfer-encoding": "chunked"})
+    assert not uploads.has_body({"content-length": "0"}) and not uploads.has_body({})
+    assert uploads.expects_continue({"expect": "100-Continue"}) and not uploads.expects_continue({})

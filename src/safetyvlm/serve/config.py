@@ -21,6 +21,8 @@ import yaml
 from safetyvlm.config import from_section
 
 ENV_PREFIX = "SAFETYVLM_"
+# multipart framing around the image: boundaries, part headers, the two option fields
+MULTIPART_SLACK = 64 * 1024
 CONFIG_FILE_ENV = "SAFETYVLM_SERVE_CONFIG"
 
 
@@ -51,15 +53,23 @@ class ServeConfig:
     drain_s: int = 5                   # after SIGTERM: answer new requests 503 + Retry-After this long
     workers: int = 1                   # API-server processes (the model runs in its own process)
     timeout_s: int = 120              # a request still unanswered after this gets a 504 (BentoML traffic)
-    max_concurrency: int | None = None  # requests in flight per service beyond this get a 429 at once
+    max_concurrency: int | None = None  # requests in flight per API worker beyond this get a 429 at once
+    body_timeout_s: int = 60           # a body not in full after this gets a 408 (a trickling sender)
+    linger_s: int = 30                 # after a refusal: read and discard the unread body this long at most
+    linger_bytes: int = 128 * 1024 * 1024  # ... and this many bytes at most (docs/reliability.md)
 
     def __post_init__(self):
         for name in ("max_new_tokens", "max_tools", "max_batch_size", "max_latency_ms", "max_body_bytes",
                      "max_pixels", "workers", "timeout_s"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"serve config: {name} must be >= 1, got {getattr(self, name)!r}")
-        if int(self.drain_s) < 0:
-            raise ValueError(f"serve config: drain_s must be >= 0, got {self.drain_s!r}")
+        for name in ("drain_s", "linger_s", "linger_bytes"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"serve config: {name} must be >= 0, got {getattr(self, name)!r}")
+        # the 504 (timeout_s) would otherwise cut a trickling upload first, with no 408 and no linger
+        if not 1 <= int(self.body_timeout_s) < int(self.timeout_s):
+            raise ValueError(f"serve config: body_timeout_s must be >= 1 and below timeout_s "
+                             f"({self.timeout_s}), got {self.body_timeout_s!r}")
         if self.max_concurrency is not None and int(self.max_concurrency) < 1:
             raise ValueError(f"serve config: max_concurrency must be >= 1, got {self.max_concurrency!r}")
 
@@ -76,12 +86,15 @@ class ServeConfig:
                 f"or for local use only turn authentication off explicitly with SAFETYVLM_AUTH=off")
         return token
 
+    def request_body_limit(self) -> int:
+        """The largest body any route takes: the chat route's base64 image (4/3 of max_body_bytes) and
+        its JSON around it. A proxy in front must pass at least this much (docs/reliability.md)."""
+        return int(self.max_body_bytes) * 4 // 3 + MULTIPART_SLACK
+
     def traffic(self) -> dict:
-        """BentoML's `traffic` for the API server: the timeout (504) and the concurrency cap (429)."""
-        out = {"timeout": self.timeout_s}
-        if self.max_concurrency:
-            out["max_concurrency"] = self.max_concurrency
-        return out
+        """BentoML's `traffic` for the API server: the timeout (504). The concurrency cap (429) is the
+        service's own Gate, which takes a slot only once the body is in, so a trickling upload holds none."""
+        return {"timeout": self.timeout_s}
 
     def to_dict(self) -> dict:
         return asdict(self)

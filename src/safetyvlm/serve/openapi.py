@@ -17,7 +17,8 @@ ERROR = {"type": "object", "required": ["error"],
 
 
 def _errors(*codes: int) -> dict:
-    text = {400: "bad input", 401: "missing or wrong bearer token", 413: "too large", 415: "unsupported type",
+    text = {400: "bad input", 401: "missing or wrong bearer token",
+            408: "the body did not arrive in full within body_timeout_s", 413: "too large", 415: "unsupported type",
             422: "the model's processor rejected this image", 429: "over the concurrency cap",
             500: "a server fault, not the input's: `error_id` names the log line",
             503: "the model is restarting or the server is draining: retry after Retry-After",
@@ -62,7 +63,7 @@ def spec() -> dict:
                             "content": {"application/json": {"schema": {"oneOf": [
                                 {"$ref": "#/components/schemas/SafetyReport"},
                                 {"type": "object", "required": ["report", "valid"]}]}}}},
-                    **_errors(400, 413, 415, 422, 500, *COMMON)}}},
+                    **_errors(400, 408, 413, 415, 422, 500, *COMMON)}}},
             "/v1/chat/completions": {"post": {
                 "operationId": "chat_completions",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -74,7 +75,7 @@ def spec() -> dict:
                 "responses": {"200": {"description": "an OpenAI chat completion; content is the report's JSON",
                                       "content": {"application/json": {"schema": {
                                           "type": "object", "required": ["choices"]}}}},
-                              **_errors(400, 413, 415, 422, 500, *COMMON)}}},
+                              **_errors(400, 408, 413, 415, 422, 500, *COMMON)}}},
             "/v1/models": {"get": {"operationId": "models", "responses": {
                 "200": {"description": "the one model", "content": {"application/json": {"schema": {
                     "type": "object", "required": ["data"]}}}}, **_errors(*COMMON)}}},

@@ -34,10 +34,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from safetyvlm.kb import load_kb
-from safetyvlm.serve.config import load_config
+from safetyvlm.serve.config import MULTIPART_SLACK, load_config
 from safetyvlm.serve.images import BadInput, decode_image
 from safetyvlm.serve.openai_compat import chat_completion, parse_chat_request
 from safetyvlm.serve.openapi import spec
+from safetyvlm.serve.uploads import (BodyTooLarge, BodyTooSlow, ClientGone, answer_and_close, expects_continue,
+                                     has_body, receive_body, replay)
 
 log = logging.getLogger("safetyvlm.serve")
 CONFIG = load_config()
@@ -56,10 +58,9 @@ if not CONFIG.kb_verify:
     log.warning("knowledge-base integrity check is OFF (SAFETYVLM_KB_VERIFY=off): development only")
 
 HEALTH_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
+CAP_EXEMPT = frozenset({"/metrics"})  # as BentoML's own cap had it: scraping never gets a 429
 TOKEN_COOKIE = "safetyvlm_token"
 DASHBOARD = Path(__file__).with_name("dashboard.html")
-# multipart framing around the image: boundaries, part headers, the two option fields
-MULTIPART_SLACK = 64 * 1024
 
 BATCH_SIZE = bentoml.metrics.Histogram(
     name="safetyvlm_batch_size", documentation="images per forward pass (adaptive batching)",
@@ -386,8 +387,7 @@ async def chat_route(request: Request) -> Response:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise BadInput(415, f"send application/json, not {ctype or '(none)'!r}", "wrong_content_type")
-        # base64 inflates the image by 4/3
-        req = parse_chat_request(await read_body(request, CONFIG.max_body_bytes * 4 // 3 + MULTIPART_SLACK))
+        req = parse_chat_request(await read_body(request, CONFIG.request_body_limit()))
         answer = await Front.analyze(req["image"], req["retrieval"], req["max_tools"])
     except BadInput as e:
         return refusal(e)
@@ -431,8 +431,11 @@ api = Starlette(routes=[
 
 class Gate:
     """ASGI middleware in front of every route (BentoML's own included): bearer auth except on the health
-    checks, an early 413 on a declared Content-Length beyond the limit, and the dashboard at `/` (BentoML
-    claims `/` for its own index page, which a middleware can still answer first)."""
+    checks, the dashboard at `/` (BentoML claims `/` for its own index page, which a middleware can still
+    answer first), and the body: an early 413 on a declared Content-Length beyond the limit, the body read
+    in full within `body_timeout_s` (408) before the request takes one of `max_concurrency` slots (429), so
+    a trickling upload holds none. A refusal made before the body is read lingers on the rest (uploads.py),
+    so that every client reads it instead of a connection reset."""
 
     def __init__(self, app, config=CONFIG):
         self.app, self.config = app, config
@@ -441,7 +444,8 @@ class Gate:
         self.drain = Drain(config.drain_s, lambda: self.inflight > 0, config.timeout_s + config.drain_s,
                            close_listeners=True)
         self.drain.install()
-        self.max_declared = config.max_body_bytes * 4 // 3 + MULTIPART_SLACK
+        self.max_declared = config.request_body_limit()
+        self.slots = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
 
     def _authorized(self, headers: dict) -> bool:
         if self.token is None:
@@ -457,14 +461,21 @@ class Gate:
                     supplied = value
         return supplied is not None and hmac.compare_digest(supplied.encode(), self.token.encode())
 
+    async def _refuse(self, resp, headers: dict, receive, send, started_body: bool = False) -> None:
+        """Answer `resp` and close; linger on the body when some of it may still be on its way (not when
+        the client awaits a 100 Continue it will now never get, so sends none)."""
+        unread = has_body(headers) and (started_body or not expects_continue(headers))
+        await answer_and_close(resp, send, receive, unread_body=unread, linger_bytes=self.config.linger_bytes,
+                               linger_s=self.config.linger_s)
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if self.drain.draining and scope["path"] != "/livez":
             # stopping: refuse new work cleanly (and fail /readyz) while the accepted requests finish
-            resp = error(503, "the service is restarting; retry shortly", "draining",
-                         headers={"Retry-After": "1", "Connection": "close"})
-            return await resp(scope, receive, send)
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            resp = error(503, "the service is restarting; retry shortly", "draining", headers={"Retry-After": "1"})
+            return await self._refuse(resp, headers, receive, send)
         if scope["path"] in HEALTH_PATHS:
             return await self.app(scope, receive, send)
         self.inflight += 1
@@ -482,15 +493,41 @@ class Gate:
             else:
                 resp = error(401, "missing or invalid bearer token (Authorization: Bearer <token>)",
                              "unauthorized", headers={"WWW-Authenticate": "Bearer"})
-            return await resp(scope, receive, send)
+            return await self._refuse(resp, headers, receive, send)
         if is_page:
             return await HTMLResponse(DASHBOARD.read_text())(scope, receive, send)
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_declared:
             resp = error(413, f"the request body is {length} bytes; the limit is {self.max_declared}",
                          "body_too_large")
-            return await resp(scope, receive, send)
-        return await self.app(scope, receive, send)
+            return await self._refuse(resp, headers, receive, send)
+        slots = self.slots if scope["path"] not in CAP_EXEMPT else None
+        if slots is not None and slots.locked():  # full now: say so before the client sends its body
+            return await self._refuse(self._busy(), headers, receive, send)
+        if has_body(headers):
+            try:
+                body = await receive_body(receive, self.max_declared, self.config.body_timeout_s)
+            except BodyTooLarge:  # a chunked upload, or one longer than it declared
+                resp = error(413, f"the request body is larger than {self.max_declared} bytes", "body_too_large")
+                return await self._refuse(resp, headers, receive, send, started_body=True)
+            except BodyTooSlow:
+                resp = error(408, f"the request body did not arrive in full within {self.config.body_timeout_s} s",
+                             "body_timeout")
+                return await self._refuse(resp, headers, receive, send, started_body=True)
+            except ClientGone:  # nobody to answer; nothing was started
+                return await gone()(scope, receive, send)
+            receive = replay(body, receive)
+            del body
+        if slots is None:
+            return await self.app(scope, receive, send)
+        if slots.locked():  # filled up while this body arrived; it is read, so no linger is needed
+            return await self._busy()(scope, receive, send)
+        async with slots:
+            return await self.app(scope, receive, send)
+
+    def _busy(self) -> JSONResponse:
+        return error(429, f"too many requests in flight (limit {self.config.max_concurrency}); retry shortly",
+                     "too_many_requests", headers={"Retry-After": "1"})
 
 
 @bentoml.service(name="safetyvlm", workers=CONFIG.workers, traffic=CONFIG.traffic(),
