@@ -33,8 +33,8 @@ def project(tmp_path_factory):
     """A scratch project laid out like the pipeline's: a final model, metrics, params; no index."""
     tmp = tmp_path_factory.mktemp("package")
     shutil.copytree(TINY, tmp / "models" / "final" / "qwen2_5_vl" / "merged")
-    (tmp / "metrics").mkdir()
-    (tmp / "metrics" / "eval.json").write_text(json.dumps({"name_f1": 0.41, "json_valid": 1.0}))
+    (tmp / "metrics" / "detail").mkdir(parents=True)
+    (tmp / "metrics" / "detail" / "eval.json").write_text(json.dumps({"name_f1": 0.41, "json_valid": 1.0}))
     (tmp / "params.yaml").write_text(yaml.safe_dump({
         "package": {"family": "qwen2_5_vl", "include_rag": False, "name": "safetyvlm"},
         "finetune": {"steps": 150}}))
