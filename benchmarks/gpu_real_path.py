@@ -108,7 +108,7 @@ def make_split(n: int, px: int, seed: int = 0):
     from safetyvlm.data.dataset import BuildReport, DatasetParams, build_rows, features, iter_examples
 
     params = DatasetParams(source="synthetic", seed=seed, sizes={"train": n, "valid": 0, "test": 0},
-                           render={"width": px, "height": px})
+                           render={"width": px, "height": px}, shifted={})
     rows = build_rows(iter_examples(params), params, BuildReport())
     return Dataset.from_list(rows["train"], features=features())
 
@@ -286,7 +286,7 @@ class Bench:
         steps = steps or self.args.steps
         cfg = FinetuneConfig(backend=backend, r=16, alpha=32, dropout=0.0, lr=2e-4, steps=steps,
                              batch_size=bs, warmup_steps=0, load_in_4bit=quant == "4bit",
-                             gradient_checkpointing=ckpt, train_lm_head=head)
+                             gradient_checkpointing=ckpt, train_lm_head=head, rag_fraction=0.0)
         model, processor, info = self.model(quant, backend)
         extra = {"modules_to_save": ["lm_head"]} if cfg.train_lm_head else {}
         if backend == "unsloth":

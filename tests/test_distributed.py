@@ -20,7 +20,7 @@ SHIPPED = ROOT / "models" / "shipped"
 RUN = """
 import json, sys
 from safetyvlm.model.finetune import FinetuneConfig, finetune
-cfg = FinetuneConfig(**json.loads(sys.argv[1]))
+cfg = FinetuneConfig(**{"rag_fraction": 0.0, **json.loads(sys.argv[1])})  # no index here
 m = finetune(sys.argv[2], sys.argv[3], "qwen2_5_vl", "language", cfg, sys.argv[4])
 print("METRICS", json.dumps(m))
 """
@@ -55,7 +55,7 @@ def _env():
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist") / "dataset"
-    build_dataset(DatasetParams.from_dict({"sizes": {"train": 16, "valid": 2, "test": 2}, "seed": 7}), out)
+    build_dataset(DatasetParams.from_dict({"sizes": {"train": 16, "valid": 2, "test": 2}, "seed": 7, "shifted": {}}), out)
     return out
 
 

@@ -49,7 +49,7 @@ def test_shifted_rows_need_the_split_and_known_condition_names(dataset_dir, tmp_
     from safetyvlm.data.dataset import DatasetParams, build_dataset
 
     plain = tmp_path / "plain"
-    build_dataset(DatasetParams.from_dict({"sizes": {"train": 1, "valid": 1, "test": 1}}), plain)
+    build_dataset(DatasetParams.from_dict({"sizes": {"train": 1, "valid": 1, "test": 1}, "shifted": {}}), plain)
     missing = EvalConfig.from_dict({"conditions": [{"name": "a", "model": "x"}], "shifted": {"images": 1}})
     with pytest.raises(ValueError, match="no split 'test_shifted'"):
         run_eval(missing, plain)

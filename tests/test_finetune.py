@@ -17,14 +17,14 @@ SHIPPED = Path(__file__).resolve().parents[1] / "models" / "shipped"
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("ft") / "dataset"
-    params = DatasetParams.from_dict({"sizes": {"train": 16, "valid": 4, "test": 2}, "seed": 3})
+    params = DatasetParams.from_dict({"sizes": {"train": 16, "valid": 4, "test": 2}, "seed": 3, "shifted": {}})
     build_dataset(params, out)
     return out
 
 
 def small_cfg(**kw):
     base = dict(steps=6, batch_size=2, lr=3e-3, warmup_steps=1, train_images=16, eval_images=2,
-                eval_batch_size=2, max_new_tokens=32, log_every=1)
+                eval_batch_size=2, max_new_tokens=32, log_every=1, rag_fraction=0.0)
     return FinetuneConfig(**{**base, **kw})
 
 

@@ -26,7 +26,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "models" / "shipped"
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("prefs") / "dataset"
-    build_dataset(DatasetParams.from_dict({"sizes": {"train": 6, "valid": 2, "test": 2}, "seed": 5}), out)
+    build_dataset(DatasetParams.from_dict({"sizes": {"train": 6, "valid": 2, "test": 2}, "seed": 5, "shifted": {}}), out)
     return load_dataset_dir(out)
 
 

@@ -29,6 +29,19 @@ JPEG_QUALITY = 95
 ORIENTATION_TAG = 0x0112
 
 
+def training_render() -> dict:
+    """The render settings of the training scenes (RenderConfig fields over its defaults): a third of the
+    tools recoloured, so the class comes from the shape, on five of the seven surfaces; diamond plate and
+    rubber mat are kept for the shifted test set. The bases' pretraining renders the same way."""
+    return {"recolor": 0.3, "backgrounds": ["wood", "metal", "pegboard", "concrete", "plywood"]}
+
+
+def shifted_test_set() -> dict:
+    """`dataset.shifted`: 200 test scenes on the held-out surfaces, harder light, other sizes, more clutter."""
+    return {"size": 200, "render": {"backgrounds": ["diamond", "mat"], "lighting": 1.8,
+                                    "scale_range": [0.25, 0.9], "clutter": 8}}
+
+
 @dataclass
 class DatasetParams:
     """The `dataset:` section of params.yaml."""
@@ -37,13 +50,13 @@ class DatasetParams:
     path: str | None = None  # root of a foreign source
     seed: int = 0
     sizes: dict = field(default_factory=lambda: {"train": 2000, "valid": 200, "test": 200})
-    render: dict = field(default_factory=dict)  # RenderConfig fields
+    render: dict = field(default_factory=training_render)  # RenderConfig fields
     class_map: dict = field(default_factory=dict)  # foreign name -> category, or null to ignore
     skip_invalid: bool = False
     max_side: int | None = 1024  # foreign photos are downscaled to this longest side
     # {size: N, render: {...}}: the synthetic source also renders N `test_shifted` images, with these
-    # RenderConfig fields over `render`
-    shifted: dict = field(default_factory=dict)
+    # RenderConfig fields over `render`; {} for none
+    shifted: dict = field(default_factory=shifted_test_set)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetParams":

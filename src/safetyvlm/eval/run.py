@@ -59,10 +59,10 @@ class Condition:
 class EvalConfig:
     families: list[str] = field(default_factory=lambda: ["qwen2_5_vl", "mllama"])
     split: str = "test"
-    images: int | None = 100          # None: the whole split
+    images: int | None = 150          # None: the whole split
     batch_size: int = 25
     max_new_tokens: int = 400
-    latency_images: int = 8
+    latency_images: int = 4            # timed one at a time (batch 1) for p50/p95
     iou_threshold: float = 0.5
     claim_threshold: float = 0.55     # MiniLM cosine for a claim to count as supported (hallucination.py)
     judge: str = "local"              # local | openai
@@ -71,7 +71,9 @@ class EvalConfig:
     conditions: list[dict] = field(default_factory=_default_conditions)
     # The shifted test set (dataset.shifted): `conditions` (names above) again on `images` of `split`,
     # each as the row "<name> · shifted"; {} or images 0: none
-    shifted: dict = field(default_factory=dict)
+    shifted: dict = field(default_factory=lambda: {
+        "split": "test_shifted", "images": 100,
+        "conditions": ["zero-shot", "ft vision+language", "preference-trained"]})
 
     def __post_init__(self):
         if self.judge not in ("local", "openai"):

@@ -32,12 +32,15 @@ class FinetuneConfig:
     steps: int = 150
     batch_size: int = 8
     grad_accum: int = 1
-    warmup_steps: int = 10
+    warmup_steps: int = 5
+    lr_scheduler: str = "cosine"  # transformers' lr_scheduler_type: linear | cosine | constant | ...
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
     seed: int = 0
     load_in_4bit: bool = False  # GPU only (bitsandbytes)
     gradient_checkpointing: bool = False
     train_images: int | None = None  # None: the whole train split
-    eval_images: int = 100  # valid split images scored after training (0: skip)
+    eval_images: int = 50  # valid split images scored after training (0: skip)
     eval_batch_size: int = 25
     max_new_tokens: int = 400
     log_every: int = 5
@@ -49,7 +52,7 @@ class FinetuneConfig:
     # Share of train samples whose prompt carries passages retrieved (rag-index) for the sample's own
     # tools, with those passages' ids as the target's `sources`: the model learns to read and cite
     # context, and still answers without it for the rest. 0 disables (no retriever is loaded).
-    rag_fraction: float = 0.0
+    rag_fraction: float = 0.3
     # none | ddp | fsdp: run the stage under torchrun with `processes` ranks (model/distributed.py)
     distributed: str = "none"
     processes: int | None = None  # None: every GPU, or 2 CPU processes
@@ -189,8 +192,10 @@ def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str
             per_device_train_batch_size=cfg.batch_size,
             gradient_accumulation_steps=cfg.grad_accum,
             learning_rate=cfg.lr,
-            lr_scheduler_type="cosine",
+            lr_scheduler_type=cfg.lr_scheduler,
             warmup_steps=cfg.warmup_steps,
+            weight_decay=cfg.weight_decay,
+            max_grad_norm=cfg.max_grad_norm,
             logging_steps=cfg.log_every,
             save_strategy="steps" if cfg.checkpoint_every else "no",
             save_steps=cfg.checkpoint_every or 500,

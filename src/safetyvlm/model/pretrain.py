@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from safetyvlm.config import from_section
+from safetyvlm.data.dataset import training_render
 
 log = logging.getLogger("safetyvlm.base")
 
@@ -34,41 +35,41 @@ log = logging.getLogger("safetyvlm.base")
 class BaseTrainConfig:
     """The `base:` training knobs in params.yaml (used when a preset's base is trained afresh)."""
 
-    minutes: float = 8.0  # wall-clock budget of the training loop
+    minutes: float = 8.8  # wall-clock budget of the training loop
     max_steps: int = 1_000_000
-    batch_size: int = 64
+    batch_size: int = 256
     lr: float = 1e-3
     vision_lr_scale: float = 1.0  # vision tower + projector learn at lr * this
-    warmup_steps: int = 300
+    warmup_steps: int = 100
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    workers: int = 8
+    workers: int = 15
     seed: int = 0
     eval_images: int = 200
-    eval_batch_size: int = 50
+    eval_batch_size: int = 100
     max_new_tokens: int = 160
-    log_every: int = 50
+    log_every: int = 25
     # Dense auxiliary loss on the vision features the language model reads (one cell per merged
     # token / patch): which class (or background) covers the cell most. Without it a from-scratch tiny VLM
     # stays blind for 200k+ samples (loss stuck at the text-only floor; measured, see README).
     aux_weight: float = 1.0
     aux_min_cover: float = 0.05  # a cell's label is its most-covering class if it covers this share, else background
-    curriculum_samples: int = 30_000  # the first scenes show one tool each (easier to start seeing)
+    curriculum_samples: int = 0  # the first scenes show one tool each (easier to start seeing)
     # Language exposure: every `text_every` steps (0: never) also a batch of plain text about the
     # tools (the retrieval corpus's passages and the class names' synonyms), the stand-in for the web
     # text a real VLM's language model was pretrained on. Without it the base has never produced the
     # safety vocabulary and a LoRA finetune cannot teach it in minutes (measured).
-    text_every: int = 0
+    text_every: int = 1
     text_batch_size: int = 16
     # The mixture (data/mixture.py): this share of image batches asks the report prompt and is answered
     # with generic safety text cut from the retrieval corpus (never the knowledge base's entries), so a
     # base answers the contract zero-shot in its own words, as a real instruct VLM would.
-    report_fraction: float = 0.0
+    report_fraction: float = 0.4
     report_tokens: int = 512  # generation budget of the report-task evaluation
     text_steps: int = 0  # then this many language-only steps on that prose (cheap: no images)
     text_lr: float = 1e-3
-    render: dict = field(default_factory=dict)  # RenderConfig overrides, like dataset.render
+    render: dict = field(default_factory=training_render)  # RenderConfig fields, as dataset.render
     init_from: str | None = None  # continue from an earlier base (its record is kept as provenance)
 
     @classmethod

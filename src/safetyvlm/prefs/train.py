@@ -71,7 +71,8 @@ def _common_args(cfg: PrefsConfig, out: Path, cuda: bool, gradient_checkpointing
     from safetyvlm.model.distributed import trainer_args
 
     return dict(output_dir=str(out / "trainer"), logging_steps=cfg.log_every, save_strategy="no",
-                report_to=[], use_cpu=not cuda, bf16=cuda, seed=cfg.seed, lr_scheduler_type="constant",
+                report_to=[], use_cpu=not cuda, bf16=cuda, seed=cfg.seed, lr_scheduler_type=cfg.lr_scheduler,
+                warmup_steps=cfg.warmup_steps,
                 dataloader_num_workers=0, disable_tqdm=True, gradient_checkpointing=gradient_checkpointing,
                 **trainer_args(distributed))
 

@@ -45,7 +45,7 @@ class EmbeddingConfig:
 
 @dataclass(frozen=True)
 class RetrieveConfig:
-    k: int = 5                   # passages handed to the model
+    k: int = 3                   # passages handed to the model (each adds ~200 tokens to the prompt)
     fetch_k: int = 30            # chunks fetched per query before reranking
     rerank: tuple[str, ...] = ("boost", "mmr")   # any of RERANKERS; () = plain similarity order
     category_boost: float = 0.15  # added to the cosine score of a detected tool's passage

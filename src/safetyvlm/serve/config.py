@@ -73,6 +73,10 @@ class ServeConfig:
         if self.max_concurrency is not None and int(self.max_concurrency) < 1:
             raise ValueError(f"serve config: max_concurrency must be >= 1, got {self.max_concurrency!r}")
 
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "ServeConfig":
+        return from_section(cls, dict(d or {}), "serve")
+
     def api_token(self) -> str | None:
         """The bearer token, or None when auth is explicitly off. With auth on and no token this raises
         (the service must not start open because a Secret is missing)."""
@@ -128,4 +132,4 @@ def load_config(path: str | os.PathLike | None = None, environ=None) -> ServeCon
                 values[f.name] = _coerce(environ[key], str(f.type))
             except ValueError as e:
                 raise ValueError(f"{key}: {e}") from None
-    return from_section(ServeConfig, values, "serve")
+    return ServeConfig.from_dict(values)
