@@ -13,8 +13,12 @@ DEFAULT_DATASET = "data/dataset"
 
 @click.group()
 @click.version_option(package_name="safetyvlm")
-def main() -> None:
+@click.option("--params", "params_path", default="params.yaml", show_default=True, envvar="SAFETYVLM_PARAMS",
+              type=click.Path(dir_okay=False), help="The project's params.yaml, for the defaults of predict and eval.")
+@click.pass_context
+def main(ctx, params_path: str) -> None:
     """SafetyVLM: find hand tools in a photo and say how to use them safely."""
+    ctx.obj = {"params": params_path}
 
 
 @main.command()
@@ -47,44 +51,83 @@ def parse(file, width: int | None, height: int | None) -> None:
 
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--model", "model_dir", default="models/finetune/qwen2_5_vl-vision_language/merged",
-              show_default=True, help="A merged model dir, a base dir, a local checkpoint or a hub id.")
-@click.option("--max-new-tokens", type=int, default=None, help="Default: finetune.max_new_tokens in params.yaml.")
+@click.option("--model", "model_ref", default=None,
+              help="A model dir, a packaged tag (safetyvlm:latest) or a cached hub id. "
+                   "Default: the final model, models/final/<package.family>/merged.")
+@click.option("--retrieval/--no-retrieval", default=None,
+              help="Answer in two passes with passages from --rag. Default: serve.retrieval_default, as /analyze.")
+@click.option("--rag", "rag_dir", default="data/rag", show_default=True, type=click.Path(file_okay=False),
+              help="The retrieval index (dvc repro rag-index).")
+@click.option("--ground/--no-ground", default=None,
+              help="Each tool's safety fields from the knowledge base entry of its name. Default: serve.ground, "
+                   "as /analyze; --no-ground prints the model's own text.")
+@click.option("--max-new-tokens", type=int, default=None, help="Default: serve.max_new_tokens.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--raw", is_flag=True, help="Also print the model's raw text.")
-def predict(images, model_dir: str, max_new_tokens: int | None, batch_size: int, raw: bool) -> None:
-    """Answer for each IMAGE: the parsed report (boxes in the image's pixels) as JSON lines."""
+@click.pass_context
+def predict(ctx, images, model_ref: str | None, retrieval: bool | None, rag_dir: str, ground: bool | None,
+            max_new_tokens: int | None, batch_size: int, raw: bool) -> None:
+    """Answer for each IMAGE as /analyze does: the report (boxes in the image's pixels) as JSON lines."""
+    from safetyvlm.model.loader import ModelLoadError, resolve_source
+    from safetyvlm.serve.config import ServeConfig
+    from safetyvlm.serve.package import PackageConfig
+
+    pictures = [_read_image(path) for path in images]  # every image checked before a model is loaded
+    serve = ServeConfig.from_dict(_section(ctx, "serve"))
+    family = PackageConfig.from_dict(_section(ctx, "package")).family
+    if model_ref is None:
+        model_ref = f"models/final/{family}/merged"
+        if not Path(model_ref, "config.json").is_file():
+            raise click.ClickException(
+                f"the final model {model_ref} is not there: build it with `dvc repro` (or fetch it with "
+                f"`dvc pull`), or pass --model, e.g. --model models/shipped/{family}-tiny")
+    elif not Path(model_ref).expanduser().is_dir() and ":" not in model_ref:
+        try:  # a hub id: only from the local cache (the message says how to download it)
+            model_ref = str(resolve_source(model_ref)[0])
+        except ModelLoadError as err:
+            raise click.ClickException(str(err)) from None
+    want_retrieval = serve.retrieval_default if retrieval is None else retrieval
+    if retrieval and not Path(rag_dir).is_dir():
+        raise click.ClickException(f"--retrieval needs the index {rag_dir}: build it with `dvc repro rag-index`, "
+                                   f"or pass --rag DIR")
+    cfg = ServeConfig.from_dict({**serve.to_dict(), "model": model_ref,
+                                 "rag": rag_dir if want_retrieval and Path(rag_dir).is_dir() else None,
+                                 "ground": serve.ground if ground is None else ground,
+                                 "max_new_tokens": max_new_tokens or serve.max_new_tokens})
+    analyzer = _load(cfg, _analyzer)
+    for start in range(0, len(pictures), batch_size):
+        chunk = pictures[start:start + batch_size]
+        answers = analyzer.analyze(chunk, [want_retrieval] * len(chunk), [None] * len(chunk))
+        for path, answer in zip(images[start:start + batch_size], answers):
+            line = {"image": path, "valid": answer.valid, "report": answer.report, "retrieval": answer.retrieval,
+                    "grounded": answer.grounded}
+            if answer.passage_ids:
+                line["passages"] = answer.passage_ids
+            if answer.errors:
+                line["errors"] = answer.errors
+            if raw:
+                line["raw"] = answer.raw_text
+            click.echo(json.dumps(line))
+
+
+def _read_image(path: str):
     from PIL import Image
 
-    from safetyvlm.model.loader import ModelLoadError, load_model
-    from safetyvlm.model.predict import predict_reports
-
-    if max_new_tokens is None:
-        max_new_tokens = _param("finetune", "max_new_tokens", 400)
     try:
-        model, processor, info = load_model(model_dir, dtype="float32")
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise click.ClickException(f"{path}: not a readable image ({err})") from None
+
+
+def _analyzer(cfg):
+    from safetyvlm.model.loader import ModelLoadError
+    from safetyvlm.serve.analyzer import Analyzer
+
+    try:
+        return Analyzer(cfg)
     except ModelLoadError as err:
         raise click.ClickException(str(err)) from None
-    pictures = []
-    for path in images:
-        try:
-            with Image.open(path) as im:
-                pictures.append(im.convert("RGB"))
-        except OSError as err:
-            raise click.ClickException(f"{path}: not a readable image ({err})") from None
-    results = predict_reports(model, processor, info["family"], pictures,
-                              max_new_tokens=max_new_tokens, batch_size=batch_size)
-    for path, (result, text) in zip(images, results):
-        line = {"image": path, "valid": result.valid, "report": result.report.model_dump()}
-        if result.errors:
-            line["errors"] = result.errors
-        if raw:
-            line["raw"] = text
-        click.echo(json.dumps(line))
-
-
-def _param(section: str, key: str, default):
-    return _section(section).get(key, default)
 
 
 @main.group()
@@ -155,6 +198,7 @@ def kb_rehash() -> None:
 
 
 @main.command("eval")
+@click.pass_context
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="A model dir (merged finetune, final, or base).")
 @click.option("--split", default="test", show_default=True)
@@ -164,7 +208,7 @@ def kb_rehash() -> None:
               help="Answer in two passes with passages from --rag.")
 @click.option("--rag", "rag_dir", default="data/rag", show_default=True, type=click.Path(file_okay=False))
 @click.option("--judge", type=click.Choice(["local", "openai"]), default=None, help="Default: eval.judge in params.yaml.")
-def eval_model(model_dir: str, split: str, dataset_dir: str, images: int | None, retrieval: bool, rag_dir: str,
+def eval_model(ctx, model_dir: str, split: str, dataset_dir: str, images: int | None, retrieval: bool, rag_dir: str,
                judge: str | None) -> None:
     """Evaluate one model on a split with the eval stage's metrics; prints them as JSON."""
     from safetyvlm.data.dataset import load_dataset_dir
@@ -174,7 +218,7 @@ def eval_model(model_dir: str, split: str, dataset_dir: str, images: int | None,
     from safetyvlm.kb import load_kb
     from safetyvlm.model.loader import ModelLoadError, read_family
 
-    section = _section("eval")
+    section = _section(ctx, "eval")
     if images is not None:
         section["images"] = images
     if judge is not None:
@@ -190,7 +234,7 @@ def eval_model(model_dir: str, split: str, dataset_dir: str, images: int | None,
         from safetyvlm.rag.config import RagConfig
         from safetyvlm.rag.index import load_retriever
 
-        retriever = _load(rag_dir, lambda p: load_retriever(p, RagConfig.from_dict(_section("rag"))))
+        retriever = _load(rag_dir, lambda p: load_retriever(p, RagConfig.from_dict(_section(ctx, "rag"))))
     kb = load_kb()
     claims = ClaimChecker(kb, threshold=cfg.claim_threshold)
     try:
@@ -202,14 +246,22 @@ def eval_model(model_dir: str, split: str, dataset_dir: str, images: int | None,
     click.echo(json.dumps(metrics_document({family: {"model": metrics}})[family]["model"], indent=2))
 
 
-def _section(name: str) -> dict:
-    """A section of ./params.yaml as a dict; {} without the file or the section."""
-    try:
-        import yaml
+def _section(ctx, name: str) -> dict:
+    """A section of the project's params.yaml (--params): a missing or broken file, or a missing section, is
+    an error that says so, never silent defaults."""
+    import yaml
 
-        return dict(yaml.safe_load(open("params.yaml")).get(name) or {})
-    except (OSError, AttributeError, TypeError, ValueError):
-        return {}
+    path = Path(ctx.find_root().obj["params"])
+    try:
+        params = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise click.ClickException(f"{path} not found (in {Path.cwd()}): run safetyvlm in the project's root, "
+                                   f"or pass --params FILE (or set SAFETYVLM_PARAMS)") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise click.ClickException(f"{path} cannot be read as YAML: {err}") from None
+    if not isinstance(params, dict) or not isinstance(params.get(name), dict):
+        raise click.ClickException(f"{path} has no `{name}:` section (a mapping): is it this project's params.yaml?")
+    return dict(params[name])
 
 
 def _load(path: str, loader):

@@ -92,9 +92,10 @@ def resolve_source(name_or_path: str | os.PathLike, *, allow_download: bool = Fa
     why = ("HF_HUB_OFFLINE is set, so the hub is unreachable" if offline
            else "the hub is treated as unreachable (allow_download=False, nothing is fetched)")
     raise HubUnreachableError(
-        f"{raw!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and cannot be fetched: "
-        f"{why}. Download it where the hub is reachable (e.g. `huggingface-cli download {raw} --local-dir "
-        f"DIR`), copy DIR here and pass its local path instead, or pass a preset directory built with "
+        f"{raw!r} is no directory here and not in the local Hugging Face cache ({constants.HF_HUB_CACHE}), "
+        f"and cannot be fetched: {why}. Download it where the hub is reachable with the `hf` command that "
+        f"huggingface_hub installs (`hf download {raw}` fills that cache; `hf download {raw} --local-dir DIR` "
+        f"writes DIR: copy it here and pass its path), or pass a preset directory built with "
         f"safetyvlm.model.presets.build_preset."
     )
 
