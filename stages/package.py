@@ -6,7 +6,13 @@ import os
 
 import yaml
 
-os.environ.setdefault("BENTOML_HOME", os.path.abspath(".bentoml"))  # a project store, not ~/bentoml
+# The stage's output is the project store that dvc.yaml names (.bentoml/models/<name>), whatever BENTOML_HOME
+# the user exported for their own BentoML work; serve from it with BENTOML_HOME=$PWD/.bentoml (docs/serving.md).
+STORE = os.path.abspath(".bentoml")
+if os.environ.get("BENTOML_HOME") not in (None, "", STORE):
+    print(f"package: BENTOML_HOME={os.environ['BENTOML_HOME']} is set; this stage writes to the project store "
+          f"{STORE} that dvc.yaml tracks (serve it with BENTOML_HOME={STORE})")
+os.environ["BENTOML_HOME"] = STORE
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 from safetyvlm.serve.package import PackageConfig, run_package  # noqa: E402  (after BENTOML_HOME)
@@ -15,4 +21,4 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 params = yaml.safe_load(open("params.yaml"))
 record = run_package(PackageConfig.from_dict(params.get("package")), params, "models/package/record.json")
 print(f"packaged {record['tag']} ({record['family']}, git {record['git_revision']}) "
-      f"in {os.environ['BENTOML_HOME']}: serve it with `bentoml serve` (SAFETYVLM_MODEL={record['tag']})")
+      f"in {STORE}: serve it with `BENTOML_HOME={STORE} SAFETYVLM_MODEL={record['tag']} bentoml serve`")

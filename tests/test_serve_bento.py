@@ -38,8 +38,9 @@ def project(tmp_path_factory):
     (tmp / "params.yaml").write_text(yaml.safe_dump({
         "package": {"family": "qwen2_5_vl", "include_rag": False, "name": "safetyvlm"},
         "finetune": {"steps": 150}}))
-    env = {**child_env(tmp / "unused"), "BENTOML_HOME": ""}
-    env.pop("BENTOML_HOME")  # the stage picks its own project store, .bentoml
+    # a user's own store exported (as BentoML users do): the stage still writes the project store, .bentoml,
+    # which is its output in dvc.yaml
+    env = child_env(tmp / "users-own-store")
     out = subprocess.run([sys.executable, str(ROOT / "stages" / "package.py")], cwd=tmp, env=env,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -51,6 +52,7 @@ def test_package_stage_stores_model_kb_and_metadata(project):
     record = json.loads((tmp / "models" / "package" / "record.json").read_text())
     assert re.fullmatch(r"safetyvlm:[a-z0-9]+", record["tag"]) and record["tag"] in stdout
     assert record["store_path"].startswith(".bentoml/models/safetyvlm/")   # the project store, relative
+    assert not (tmp / "users-own-store").exists() and "this stage writes to the project store" in stdout
     store = tmp / record["store_path"]
     files = set(record["files"])
     assert {"model/model.safetensors", "model/config.json", "model/tokenizer.json", "model/processor_config.json",
