@@ -38,6 +38,10 @@ chromium:
 test: install tools chromium
 	pytest
 
+# The tests not marked slow (no servers, no training runs): minutes instead of the whole suite's ~20.
+test-fast: install
+	pytest -m "not slow"
+
 # Serve a model on this machine, authentication explicitly OFF (local use only; the first line says so).
 # MODEL: a checkpoint directory (default: the shipped tiny base) or a packaged tag (safetyvlm:latest).
 MODEL ?= models/shipped/qwen2_5_vl-tiny
@@ -53,4 +57,4 @@ dvc-noop: install
 dvc-roundtrip: install
 	python benchmarks/dvc_roundtrip.py
 
-.PHONY: install tools repro test chromium serve dvc-noop dvc-roundtrip
+.PHONY: install tools repro test test-fast chromium serve dvc-noop dvc-roundtrip

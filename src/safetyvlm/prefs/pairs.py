@@ -48,6 +48,8 @@ def score_answers(model, processor, family: str, split, retriever, cfg: PairsCon
     """Answer the first `cfg.images` rows with and without retrieval; one scored record per image."""
     from safetyvlm.kb import load_kb
     from safetyvlm.model.boxes import model_frame
+    from tqdm import tqdm
+
     from safetyvlm.rag.answer import answer_with_retrieval
 
     kb = kb or load_kb()
@@ -56,8 +58,14 @@ def score_answers(model, processor, family: str, split, retriever, cfg: PairsCon
     n = len(split) if cfg.images is None else min(cfg.images, len(split))
     rows = split.select(range(n))
     images = [r["image"] for r in rows]
-    answers = answer_with_retrieval(model, processor, images, retriever, max_new_tokens=cfg.max_new_tokens,
-                                    batch_size=cfg.batch_size)
+    answers = []
+    # batch by batch (the same batches as one call), so a long stage shows how far it is
+    with tqdm(total=n, desc=f"pairs {family}", unit="img", mininterval=5) as bar:
+        for start in range(0, n, cfg.batch_size):
+            chunk = images[start:start + cfg.batch_size]
+            answers += answer_with_retrieval(model, processor, chunk, retriever, max_new_tokens=cfg.max_new_tokens,
+                                             batch_size=cfg.batch_size)
+            bar.update(len(chunk))
     records = []
     for i, (row, ans) in enumerate(zip(rows, answers)):
         size = row["image"].size
