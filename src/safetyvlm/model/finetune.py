@@ -52,7 +52,7 @@ class FinetuneConfig:
     # Share of train samples whose prompt carries passages retrieved (rag-index) for the sample's own
     # tools, with those passages' ids as the target's `sources`: the model learns to read and cite
     # context, and still answers without it for the rest. 0 disables (no retriever is loaded).
-    rag_fraction: float = 0.3
+    rag_fraction: float = 0.1
     # none | ddp | fsdp: run the stage under torchrun with `processes` ranks (model/distributed.py)
     distributed: str = "none"
     processes: int | None = None  # None: every GPU, or 2 CPU processes
