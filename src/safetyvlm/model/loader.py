@@ -95,7 +95,7 @@ def resolve_source(name_or_path: str | os.PathLike, *, allow_download: bool = Fa
         f"{raw!r} is no directory here and not in the local Hugging Face cache ({constants.HF_HUB_CACHE}), "
         f"and cannot be fetched: {why}. Download it where the hub is reachable with the `hf` command that "
         f"huggingface_hub installs (`hf download {raw}` fills that cache; `hf download {raw} --local-dir DIR` "
-        f"writes DIR: copy it here and pass its path), or pass a preset directory built with "
+        f"writes DIR: copy it here and pass its local path), or pass a preset directory built with "
         f"safetyvlm.model.presets.build_preset."
     )
 
