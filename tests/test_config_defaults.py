@@ -20,16 +20,14 @@ from safetyvlm.serve.package import PackageConfig
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
-# The only fields whose params.yaml value is not the dataclass default, each for a reason:
+# The only fields whose params.yaml value is not the dataclass default (and which a section may leave out),
+# each for a reason:
 NOT_DEFAULTS = {
     # project data, not a setting: the names of the real-photo fixture in tests/fixtures/real-tools
     ("dataset", "class_map"),
     # the stage passes the top-level `families` list (written once for dvc.yaml's foreach)
     ("eval", "families"),
 }
-# Fields a section may leave out: RenderConfig fields are overrides (dataset.render holds the ones the
-# training scenes change), class_map is data; families comes from the top level.
-MAY_OMIT = NOT_DEFAULTS
 
 
 def comparable(field: str, value):
@@ -66,7 +64,7 @@ def test_params_section_equals_the_dataclass_defaults(path, cls):
 @pytest.mark.parametrize("path,cls", CASES, ids=[c[0] for c in CASES])
 def test_params_section_lists_every_field(path, cls):
     name = path.split(".")[0]
-    missing = [f.name for f in fields(cls) if f.name not in section(path) and (name, f.name) not in MAY_OMIT]
+    missing = [f.name for f in fields(cls) if f.name not in section(path) and (name, f.name) not in NOT_DEFAULTS]
     assert not missing, f"params.yaml {path} does not list {missing} ({cls.__name__} fields)"
 
 

@@ -247,18 +247,21 @@ def eval_model(ctx, model_dir: str, split: str, dataset_dir: str, images: int | 
 
 
 def _section(ctx, name: str) -> dict:
-    """A section of the project's params.yaml (--params): a missing or broken file, or a missing section, is
-    an error that says so, never silent defaults."""
+    """A section of the project's params.yaml (--params), read once per command: a missing or broken file, or a
+    missing section, is an error that says so, never silent defaults."""
     import yaml
 
-    path = Path(ctx.find_root().obj["params"])
-    try:
-        params = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise click.ClickException(f"{path} not found (in {Path.cwd()}): run safetyvlm in the project's root, "
-                                   f"or pass --params FILE (or set SAFETYVLM_PARAMS)") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise click.ClickException(f"{path} cannot be read as YAML: {err}") from None
+    root = ctx.find_root().obj
+    path = Path(root["params"])
+    if "loaded" not in root:
+        try:
+            root["loaded"] = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise click.ClickException(f"{path} not found (in {Path.cwd()}): run safetyvlm in the project's root, "
+                                       f"or pass --params FILE (or set SAFETYVLM_PARAMS)") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise click.ClickException(f"{path} cannot be read as YAML: {err}") from None
+    params = root["loaded"]
     if not isinstance(params, dict) or not isinstance(params.get(name), dict):
         raise click.ClickException(f"{path} has no `{name}:` section (a mapping): is it this project's params.yaml?")
     return dict(params[name])

@@ -46,10 +46,10 @@ def _distribution(values: Sequence[float]) -> dict:
 
 def score_answers(model, processor, family: str, split, retriever, cfg: PairsConfig, kb=None) -> list[dict]:
     """Answer the first `cfg.images` rows with and without retrieval; one scored record per image."""
-    from safetyvlm.kb import load_kb
-    from safetyvlm.model.boxes import model_frame
     from tqdm import tqdm
 
+    from safetyvlm.kb import load_kb
+    from safetyvlm.model.boxes import model_frame
     from safetyvlm.rag.answer import answer_with_retrieval
 
     kb = kb or load_kb()
