@@ -70,8 +70,8 @@ def test_two_families_train_on_the_same_scenes_with_both_prompts():
 
     parts = {}
     for family in ("qwen2_5_vl", "mllama"):
-        _, proc, _ = build_preset_parts(family, "tiny")
-        parts[family] = (proc, model_frame(family, proc), vision_grid(family, proc, (224, 224)))
+        model, proc, _ = build_preset_parts(family, "tiny")
+        parts[family] = (proc, model_frame(family, proc), vision_grid(family, proc, (224, 224)), model.config)
     data = rendered_batches(parts, {"width": 224, "height": 224}, seed=3, batch_size=2, report_fraction=0.5)
     tasks = set()
     for b in range(6):
@@ -90,6 +90,9 @@ def test_two_families_train_on_the_same_scenes_with_both_prompts():
         assert [{k: v for k, v in t.items() if k != "bbox_2d"} for t in q] == \
                [{k: v for k, v in t.items() if k != "bbox_2d"} for t in m]
         tasks.add("report" if "primary_function" in q[0] else "detect")
+        # Qwen batches carry the rope and window tables its forward would otherwise rebuild per image
+        assert batch["qwen2_5_vl"]["position_ids"].shape[:2] == (3, 2)
+        assert "position_ids" not in batch["mllama"]
     assert tasks == {"report", "detect"}
     assert data.batch(4)["qwen2_5_vl"]["input_ids"].equal(data.batch(4)["qwen2_5_vl"]["input_ids"])
 

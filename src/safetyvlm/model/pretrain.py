@@ -45,7 +45,8 @@ class BaseTrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     workers: int = 15
-    seed: int = 0
+    seed: int = 0  # the scene stream; a continuation takes a new one so it never repeats its parent's scenes
+    eval_seed: int = 7919  # the evaluation scenes, fixed so every segment is scored on the same 200
     eval_images: int = 200
     eval_batch_size: int = 100
     max_new_tokens: int = 160
@@ -108,8 +109,10 @@ def rendered_batches(parts: dict, render: dict, seed: int, batch_size: int, *, r
 class _RenderedBatches:
     """Endless model batches of scenes rendered on the fly, one batch per family from the same scenes.
 
-    `parts` maps family -> (processor, frame, grid): every family trains on the same images (rendering is
-    the loader's main cost, so two families side by side cost little more than one). Batch b holds scenes
+    `parts` maps family -> (processor, frame, grid, config): every family trains on the same images
+    (rendering is the loader's main cost, so two families side by side cost little more than one); with a
+    Qwen2.5-VL `config` the batch also carries the position ids and window tables the model would otherwise
+    rebuild image by image on the device (`model.fast_path.qwen_precomputed`). Batch b holds scenes
     b*B ... b*B+B-1 of a seeded stream and is built by worker b mod W, so a run is reproducible for a given
     worker count. A batch asks either the detection prompt (names and boxes) or, with probability
     `report_fraction`, the report prompt answered with generic safety text (`data.mixture`); the first
@@ -133,6 +136,7 @@ class _RenderedBatches:
         from safetyvlm.data.mixture import safety_phrases
         from safetyvlm.data.render import render_scene
         from safetyvlm.model.batch import encode_batch
+        from safetyvlm.model.fast_path import qwen_precomputed
 
         if self.phrases is None:
             self.phrases = safety_phrases()
@@ -143,13 +147,15 @@ class _RenderedBatches:
             scenes.append(render_scene(np.random.default_rng([self.seed, i]), cfg, return_masks=True))
         images = [im for im, _, _ in scenes]
         out = {}
-        for family, (processor, frame, grid) in self.parts.items():
+        for family, (processor, frame, grid, config) in self.parts.items():
             if task == "report":
                 rng = np.random.default_rng([self.seed, b, 2])  # same phrases for every family
                 targets = [report_text(t, im.size, frame, self.phrases, rng) for im, t, _ in scenes]
             else:
                 targets = [detection_text(t, im.size, frame) for im, t, _ in scenes]
             batch = encode_batch(processor, images, targets, task=task)
+            if config is not None and getattr(config, "model_type", "") == "qwen2_5_vl":
+                batch.update(qwen_precomputed(batch, config))
             if self.aux and grid:
                 batch["aux_cover"] = torch.from_numpy(np.stack([cell_cover(t, m, grid) for _, t, m in scenes]))
             out[family] = batch
@@ -333,11 +339,13 @@ class _FamilyRun:
         import torch
 
         from safetyvlm.data.mixture import prose_documents
+        from safetyvlm.model.fast_path import use_packed_vision_attention
         from safetyvlm.schema import CATEGORIES
 
         self.family, self.model, self.processor, self.cfg, self.device = family, model, processor, cfg, device
         model.to(device=device, dtype=torch.float32)
         model.train()
+        self.packed = use_packed_vision_attention(model)  # same numbers, far fewer kernels (fast_path)
         self.probe = VisionProbe(model, family, len(CATEGORIES) + 1) if cfg.aux_weight > 0 else None  # + bg
         groups = _param_groups(model, cfg)
         if self.probe:
@@ -353,7 +361,7 @@ class _FamilyRun:
         import torch
 
         cfg, device = self.cfg, self.device
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         cover = batch.pop("aux_cover", None)
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
                     else torch.autocast("cpu", enabled=False))
@@ -401,8 +409,9 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
         torch.backends.cudnn.allow_tf32 = True
     rc = RenderConfig.from_dict(cfg.render)
     loader_parts = {
-        f: (proc, model_frame(f, proc), vision_grid(f, proc, (rc.width, rc.height)) if cfg.aux_weight > 0 else None)
-        for f, (_, proc) in parts.items()
+        f: (proc, model_frame(f, proc), vision_grid(f, proc, (rc.width, rc.height)) if cfg.aux_weight > 0 else None,
+            model.config)
+        for f, (model, proc) in parts.items()
     }
     data = rendered_batches(loader_parts, cfg.render, cfg.seed, cfg.batch_size, report_fraction=cfg.report_fraction,
                             curriculum=cfg.curriculum_samples, aux=cfg.aux_weight > 0)
@@ -429,12 +438,16 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
     start = time.perf_counter()
     budget = cfg.minutes * 60
     step = 0
+    waited = 0.0  # seconds the loop spent waiting for the loader: the share says what bounds the run
+    ready = time.perf_counter()
     bar = tqdm(total=int(budget), unit="s", desc="base " + "+".join(parts), mininterval=5,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}s {postfix}")
     for batches in (loader if budget > 0 else []):
-        losses = {f: run.step(batches[f], step) for f, run in runs.items()}
+        waited += time.perf_counter() - ready
+        losses = {f: run.step(batches[f], step) for f, run in runs.items()}  # each step syncs (finite check)
+        ready = time.perf_counter()
         step += 1
-        elapsed = time.perf_counter() - start
+        elapsed = ready - start
         if step == 50:
             plan["total"] = min(cfg.max_steps, int(budget / (elapsed / step)))
         if step % cfg.log_every == 0 or step == 1:
@@ -443,7 +456,8 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
                 if losses[f] is None:
                     continue
                 vals = {k: round(float(v.detach()), 5) for k, v in losses[f].items()}
-                run.history.append({"step": step, "samples": run.samples, "seconds": round(elapsed, 1), **vals,
+                run.history.append({"step": step, "samples": run.samples, "seconds": round(elapsed, 1),
+                                    "data_wait_seconds": round(waited, 1), **vals,
                                     "lr": run.opt.param_groups[0]["lr"]})
                 if f in lives:
                     lives[f].step = step
@@ -452,7 +466,8 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
                 post.append(f"{f} loss {vals['loss']:.3f} aux {vals['aux_loss']:.3f} text {vals['text_loss']:.3f}")
             bar.n = min(int(elapsed), int(budget))
             samples = sum(run.samples for run in runs.values()) / len(runs)
-            bar.set_postfix_str(f"step {step} " + " | ".join(post) + f" | {samples / elapsed:.0f} scenes/s")
+            bar.set_postfix_str(f"step {step} " + " | ".join(post) + f" | {samples / elapsed:.0f} scenes/s"
+                                f" | loader wait {waited / elapsed:.0%}")
         if elapsed >= budget or step >= cfg.max_steps:
             break
     bar.close()
@@ -463,7 +478,7 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
         text_history = train_text(run.model, run.processor, cfg, device) if cfg.text_steps else []
         train_seconds = time.perf_counter() - start
         run.model.eval()
-        evals = {task: evaluate_base(run.model, run.processor, f, n=cfg.eval_images, seed=cfg.seed + 7919,
+        evals = {task: evaluate_base(run.model, run.processor, f, n=cfg.eval_images, seed=cfg.eval_seed,
                                      render=cfg.render, batch_size=cfg.eval_batch_size,
                                      max_new_tokens=cfg.max_new_tokens if task == "detect" else cfg.report_tokens,
                                      task=task)
@@ -477,6 +492,8 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
             "samples": run.samples,
             "train_seconds": round(train_seconds, 1),
             "samples_per_second": round(run.samples / max(train_seconds, 1e-9), 1),
+            "loader_wait_share": round(waited / max(elapsed, 1e-9), 3) if step else None,
+            "packed_vision_attention": run.packed,
             "skipped_nonfinite_steps": run.skipped,
             "final_loss": run.history[-1]["loss"] if run.history else None,
             "text_steps": cfg.text_steps,
@@ -518,6 +535,7 @@ def main(argv=None) -> None:
     ap.add_argument("--params", default="params.yaml", help="base.train is read from here, then --set")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=YAML", help="override a base.train key")
     ap.add_argument("--live", default=None, help="DVCLive curves under LIVE/<family> (default: OUT/live)")
+    ap.add_argument("--no-live", action="store_true", help="no DVCLive curves (train_log.json still has them)")
     args = ap.parse_args(argv)
     train = dict(yaml.safe_load(Path(args.params).read_text())["base"]["train"])
     for item in args.set:
@@ -525,7 +543,7 @@ def main(argv=None) -> None:
         train[key] = yaml.safe_load(value)
     out = {f: Path(args.out) / f"{f}-{args.preset}" for f in args.families}
     records = prepare_bases(args.families, args.preset, out, train=train,
-                            live_dir=args.live or Path(args.out) / "live")
+                            live_dir=None if args.no_live else (args.live or Path(args.out) / "live"))
     for f, r in records.items():
         print(json.dumps({"family": f, "samples": r["samples"], "total_samples": r.get("total_samples"),
                           "eval": {k: v for k, v in r["eval"].items() if k != "example_answer"},
