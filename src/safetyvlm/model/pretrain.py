@@ -56,6 +56,11 @@ class BaseTrainConfig:
     # stays blind for 200k+ samples (loss stuck at the text-only floor; measured, see README).
     aux_weight: float = 1.0
     aux_min_cover: float = 0.05  # a cell's label is its most-covering class if it covers this share, else background
+    # Spread this share of each answer token's target over the vocabulary. Trained on a small corpus for
+    # hundreds of thousands of steps a base becomes certain of its own wording: a knowledge-base phrase
+    # then costs 15-25 nats a token, and the finetune's first steps are spent (and its boxes damaged)
+    # unlearning that certainty, where a real pretrained model finds other wording merely unlikely.
+    label_smoothing: float = 0.1
     curriculum_samples: int = 0  # the first scenes show one tool each (easier to start seeing)
     # Language exposure: every `text_every` steps (0: never) also a batch of plain text about the
     # tools (the retrieval corpus's passages and the class names' synonyms), the stand-in for the web
@@ -357,6 +362,17 @@ class _FamilyRun:
                       if cfg.text_every else None)
         self.history, self.skipped, self.steps, self.samples = [], 0, 0, 0
 
+    def _lm_loss(self, batch: dict):
+        """The model's next-token loss (mean over answer tokens), label-smoothed when configured."""
+        import torch.nn.functional as F
+
+        if not self.cfg.label_smoothing:
+            return self.model(**batch).loss
+        labels = batch.pop("labels")
+        logits = self.model(**batch).logits[:, :-1].float()
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                               ignore_index=-100, label_smoothing=self.cfg.label_smoothing)
+
     def step(self, batch: dict, step: int) -> dict | None:
         import torch
 
@@ -366,13 +382,13 @@ class _FamilyRun:
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda"
                     else torch.autocast("cpu", enabled=False))
         with autocast:
-            lm_loss = self.model(**batch).loss
+            lm_loss = self._lm_loss(batch)
             aux_loss = (self.probe.loss(cover, cfg.aux_min_cover) if self.probe and cover is not None
                         else torch.zeros((), device=device))
             loss = lm_loss + cfg.aux_weight * aux_loss
             text_loss = torch.zeros((), device=device)
             if self.texts is not None and step % cfg.text_every == 0:
-                text_loss = self.model(**{k: v.to(device) for k, v in next(self.texts).items()}).loss
+                text_loss = self._lm_loss({k: v.to(device) for k, v in next(self.texts).items()})
                 loss = loss + text_loss
         if not torch.isfinite(loss):
             self.skipped += 1  # never let one bad batch poison the weights
