@@ -117,3 +117,19 @@ def test_answer_only_loss_follows_the_transformers_version(monkeypatch, caplog):
     monkeypatch.setattr(transformers, "__version__", "5.17.0")  # unsloth's environment
     assert not answer_only_loss_supported()
     assert "whole sequence" in caplog.text
+
+
+def test_softened_output_layer_keeps_greedy_tokens_and_scales_logits():
+    from safetyvlm.model.finetune import soften_output_layer
+    from safetyvlm.model.presets import build_preset_parts
+
+    model, proc, _ = build_preset_parts("qwen2_5_vl", "tiny")
+    ids = proc.tokenizer("Claw hammer", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        soften_output_layer(model, 3.0)
+        after = model(input_ids=ids).logits
+    assert torch.allclose(after, before / 3.0, atol=1e-5)
+    assert after.argmax(-1).equal(before.argmax(-1))
+    with pytest.raises(ValueError, match="lm_head_temperature"):
+        FinetuneConfig(lm_head_temperature=0.0)

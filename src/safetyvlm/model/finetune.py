@@ -49,6 +49,11 @@ class FinetuneConfig:
     # towers alone cannot lift them in a few hundred steps (loss stayed > 7; measured). A hub
     # checkpoint already knows English: leave this off there.
     train_lm_head: bool = True
+    # Divide the base's output layer by this before training (greedy answers unchanged: the argmax is).
+    # A base trained long on a small corpus is certain of its own wording: the knowledge base's phrases
+    # cost it ~9 nats a token, and 3 brings that to ~5 (measured on the shipped bases), so the first steps
+    # teach the wording instead of undoing certainty. 1: off.
+    lm_head_temperature: float = 1.0
     # Share of train samples whose prompt carries passages retrieved (rag-index) for the sample's own
     # tools, with those passages' ids as the target's `sources`: the model learns to read and cite
     # context, and still answers without it for the rest. 0 disables (no retriever is loaded).
@@ -63,6 +68,8 @@ class FinetuneConfig:
     def __post_init__(self):
         from safetyvlm.model.distributed import MODES
 
+        if self.lm_head_temperature <= 0:
+            raise ValueError(f"finetune.lm_head_temperature must be > 0, got {self.lm_head_temperature}")
         if not 0.0 <= self.rag_fraction <= 1.0:
             raise ValueError(f"finetune.rag_fraction must be within [0, 1], got {self.rag_fraction}")
         if self.distributed not in MODES:
@@ -169,6 +176,7 @@ def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str
         dtype="bfloat16" if cuda else "float32",
     )
     log.info("base %s: backend %s (%s)", base_path, info["backend"], info["backend_reason"])
+    soften_output_layer(model, cfg.lm_head_temperature)
     extra = {"modules_to_save": ["lm_head"]} if cfg.train_lm_head else {}
     model = get_peft_model(model, make_lora_config(family, strategy, cfg.r, cfg.alpha, cfg.dropout, **extra))
     if family == "mllama" and cfg.gradient_checkpointing:
@@ -263,6 +271,23 @@ def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str
         (tmp / "config.json").write_text(json.dumps({**asdict(cfg), "base": str(base_path)}, indent=2) + "\n")
     shutil.rmtree(checkpoints, ignore_errors=True)
     return metrics
+
+
+def soften_output_layer(model, temperature: float) -> None:
+    """Divide the output layer (weight and bias) by `temperature`: every logit scales by 1/T, so greedy
+    answers stay the same and the probabilities soften. A tied head is refused: dividing it would change
+    the input embeddings too."""
+    import torch
+
+    if temperature == 1.0:
+        return
+    head = model.get_output_embeddings()
+    if head.weight is model.get_input_embeddings().weight:
+        raise ValueError("finetune.lm_head_temperature needs an untied output layer (tie_word_embeddings)")
+    with torch.no_grad():
+        head.weight.div_(temperature)
+        if getattr(head, "bias", None) is not None:
+            head.bias.div_(temperature)
 
 
 def answer_only_loss_supported() -> bool:
