@@ -284,7 +284,7 @@ def evaluate_reports(model, processor, family: str, split, n: int, batch_size: i
     """JSON validity, detection, name F1 and KB agreement of the safety fields on `n` rows of `split`."""
     from safetyvlm.eval.detection import UNKNOWN, DetectionScores, match_image
     from safetyvlm.eval.safety import SafetyAgreement
-    from safetyvlm.model.predict import predict_reports
+    from safetyvlm.answer.plain import predict_reports
 
     rows = split.select(range(min(n, len(split))))
     images = [r["image"] for r in rows]

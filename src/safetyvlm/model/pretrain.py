@@ -273,7 +273,7 @@ def evaluate_base(model, processor, family: str, *, n: int, seed: int, render: d
     share of tools with all four safety fields filled, on `n` freshly rendered scenes."""
     from safetyvlm.data.render import RenderConfig, render_examples
     from safetyvlm.eval.detection import UNKNOWN, DetectionScores
-    from safetyvlm.model.predict import predict_reports
+    from safetyvlm.answer.plain import predict_reports
 
     examples = list(render_examples(n, seed, RenderConfig.from_dict(render), split="eval"))
     results = predict_reports(model, processor, family, [e.image for e in examples],
