@@ -30,6 +30,7 @@ from safetyvlm.eval.report import SHIFTED_SUFFIX
 from safetyvlm.kb import load_kb
 from safetyvlm.model.boxes import model_frame
 from safetyvlm.model.generate import generate_reports, generate_scored
+from safetyvlm.model.presets import BASE_RECORD, base_model_path
 
 log = logging.getLogger("safetyvlm.eval")
 
@@ -57,11 +58,9 @@ class Condition:
     ground: bool = False  # safety fields from the KB entry of each tool's name, as the service returns them
 
     def model_dir(self, family: str) -> str:
-        from safetyvlm.model.base import base_model_path
-
         path = self.model.format(family=family)
         # a base dir may only record a checkpoint stored elsewhere (a hub id or a local path)
-        return base_model_path(path) if Path(path, "base_record.json").exists() else path
+        return base_model_path(path) if Path(path, BASE_RECORD).exists() else path
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
@@ -25,10 +26,20 @@ from safetyvlm.kb import load_kb
 from safetyvlm.model.boxes import model_frame
 from safetyvlm.model.prompts import assistant_message, build_messages
 from safetyvlm.parse import parse_report
-from safetyvlm.prefs.config import PairsConfig
-from safetyvlm.prefs.rewards import REWARD_NAMES, AnswerScorer
+from safetyvlm.prefs.rewards import REWARD_NAMES, AnswerScorer, default_weights
 
 log = logging.getLogger("safetyvlm.prefs")
+
+
+@dataclass
+class PairsConfig:
+    """params.yaml `grpo.pairs`."""
+
+    images: int | None = 120        # train-split images to answer twice (None: all)
+    margin: float = 0.02            # keep a pair only if chosen's total beats rejected's by this much
+    batch_size: int = 25
+    max_new_tokens: int = 400
+    weights: dict[str, float] = field(default_factory=default_weights)
 
 
 def without_sources(text: str, image_size, frame) -> str:

@@ -28,6 +28,11 @@ from safetyvlm.parse import ParseResult
 from safetyvlm.schema import CATEGORIES
 
 REWARD_NAMES = ("json_validity", "detection_quality", "safety_grounding", "format_length")
+
+
+def default_weights() -> dict[str, float]:
+    """The weights of pair selection and of GRPO (params.yaml grpo.pairs.weights, grpo.grpo.weights)."""
+    return {"json_validity": 1.0, "detection_quality": 1.0, "safety_grounding": 1.0, "format_length": 0.5}
 LIST_FIELDS = ("required_ppe", "primary_hazards", "common_misuses")
 
 
