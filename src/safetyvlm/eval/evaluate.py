@@ -22,9 +22,9 @@ from safetyvlm.eval.report import latency_summary
 from safetyvlm.eval.safety import SafetyAgreement
 from safetyvlm.kb import KnowledgeBase, ground_report, load_kb
 from safetyvlm.model.boxes import ModelFrame
-from safetyvlm.schema import SAFETY_FIELDS
+from safetyvlm.schema import SAFETY_FIELDS, SAFETY_LISTS
 
-NO_SAFETY_FIELDS = {"primary_function": "", "required_ppe": [], "primary_hazards": [], "common_misuses": []}
+NO_SAFETY_FIELDS = {"primary_function": "", **{f: [] for f in SAFETY_LISTS}}
 
 
 def _clip_to_image(box, image_size) -> list[float] | None:

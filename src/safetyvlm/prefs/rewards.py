@@ -25,7 +25,7 @@ from safetyvlm.eval.safety import _norm
 from safetyvlm.kb import KnowledgeBase
 from safetyvlm.model.boxes import ModelFrame
 from safetyvlm.parse import ParseResult
-from safetyvlm.schema import CATEGORIES
+from safetyvlm.schema import CATEGORIES, SAFETY_LISTS
 
 REWARD_NAMES = ("json_validity", "detection_quality", "safety_grounding", "format_length")
 
@@ -33,7 +33,6 @@ REWARD_NAMES = ("json_validity", "detection_quality", "safety_grounding", "forma
 def default_weights() -> dict[str, float]:
     """The weights of pair selection and of GRPO (params.yaml grpo.pairs.weights, grpo.grpo.weights)."""
     return {"json_validity": 1.0, "detection_quality": 1.0, "safety_grounding": 1.0, "format_length": 0.5}
-LIST_FIELDS = ("required_ppe", "primary_hazards", "common_misuses")
 
 
 def json_validity(parsed: ParseResult) -> float:
@@ -64,7 +63,7 @@ def safety_grounding(preds: Sequence[Mapping], kb: KnowledgeBase, has_tools: boo
         if function:
             total += 1
             found += function == _norm(ref["primary_function"])
-        for f in LIST_FIELDS:
+        for f in SAFETY_LISTS:
             known = {_norm(x) for x in ref[f]}
             for item in p.get(f) or []:
                 if _norm(item):
