@@ -21,6 +21,7 @@ import json
 import logging
 import shutil
 import time
+from abc import ABC, abstractmethod
 from dataclasses import asdict
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def logged_steps(trainer) -> list[dict]:
     return out
 
 
-class LoraRun:
+class LoraRun(ABC):
     """One LoRA run from `start_model` into `out_dir`; see the module docstring. Subclasses build the trainer."""
 
     # True: the run attaches LoRA itself before the trainer exists (SFT: the adapter's initial weights follow
@@ -65,18 +66,19 @@ class LoraRun:
         self.resume = None  # a Trainer checkpoint to resume from (SFT sets it)
 
     # ------------------------------------------------------------------------------ the algorithm's part
+    @abstractmethod
     def build_trainer(self, model, out: Path):
         """(the TRL trainer over `model`, a dict of what it trains on for the metrics); `out`: the output dir."""
-        raise NotImplementedError
 
+    @abstractmethod
     def metrics(self, run: dict, data: dict, steps: list[dict], merged) -> dict:
         """metrics.json: from the run (`run`: backend, device, trainable_parameters, lora_layers, distributed,
         world_size, train_seconds), what `build_trainer` said it trains on (`data`), the logged steps and the
         merged model."""
-        raise NotImplementedError
 
+    @abstractmethod
     def config_record(self) -> dict:
-        raise NotImplementedError
+        """config.json: the config the run was made with."""
 
     def prepare(self, model):
         """The loaded start model before LoRA and training; a subclass patches it here."""
@@ -90,7 +92,7 @@ class LoraRun:
 
     # ------------------------------------------------------------------------------------- the run
     def load(self):
-        """Seed, then the start model through the one loader (bf16 on CUDA): (model, processor, info)."""
+        """Seed, then load the start model through the one loader (bf16 on CUDA); keeps its processor and info."""
         import torch
 
         from safetyvlm.model.loader import load_model
