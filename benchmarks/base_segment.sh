@@ -9,6 +9,6 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD/src HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -m safetyvlm.model.pretrain --families qwen2_5_vl mllama --out $OUT/bases --no-live \
+python3 -m safetyvlm.train.pretrain --families qwen2_5_vl mllama --out $OUT/bases --no-live \
   --set minutes=${MINUTES:-8} seed=${SEED:?give each segment a new scene stream} \
         'init_from=models/shipped/{family}-tiny' "$@" 2>&1 | tee $OUT/segment.log

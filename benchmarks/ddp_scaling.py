@@ -37,10 +37,10 @@ def worker(args) -> None:
     sys.path.insert(0, str(HERE.parent))
     from gpu_real_path import make_split
 
-    from safetyvlm.model.distributed import is_main_process, trainer_args, world_size
-    from safetyvlm.model.finetune import sft_dataset
     from safetyvlm.model.loader import load_model
     from safetyvlm.model.lora import make_lora_config
+    from safetyvlm.train.distributed import is_main_process, trainer_args, world_size
+    from safetyvlm.train.sft import sft_dataset
 
     cuda = args.device == "cuda"
     local = int(os.environ.get("LOCAL_RANK", "0"))

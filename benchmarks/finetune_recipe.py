@@ -2,7 +2,7 @@
 
     python benchmarks/finetune_recipe.py qwen2_5_vl vision_language TAG '{steps: 150, train_lm_head: false}'
 
-runs `safetyvlm.model.finetune.finetune` on the pipeline's own inputs (models/base, data/dataset, data/rag:
+runs `safetyvlm.train.sft.finetune` on the pipeline's own inputs (models/base, data/dataset, data/rag:
 run `dvc repro base rag-index dataset` first) with params.yaml's `finetune:` overridden by the YAML mapping,
 scores the merged model on the valid split, prints one `RESULT` line and merges it into
 `benchmarks/results/finetune_recipe.json` (by tag); `--doc` rewrites `docs/finetune-recipe.md` from that
@@ -33,9 +33,9 @@ DOC = Path("docs/finetune-recipe.md")
 
 
 def run(family: str, strategy: str, tag: str, overrides: dict) -> dict:
-    from safetyvlm.model.finetune import FinetuneConfig, finetune
     from safetyvlm.rag.config import RagConfig
     from safetyvlm.rag.index import load_retriever
+    from safetyvlm.train.sft import FinetuneConfig, finetune
 
     params = yaml.safe_load(Path("params.yaml").read_text())
     cfg = FinetuneConfig.from_dict({**params["finetune"], **overrides})

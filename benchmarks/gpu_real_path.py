@@ -18,7 +18,7 @@ Configuration names (comma-separated, run in order):
                                            (model/memory.py); prof: one step under torch.profiler;
                                            liger: SFTConfig(use_liger_kernel=True)
   gen:bf16|4bit:dynamic|static:bN          greedy generation, 128 new tokens forced
-  dpo:bf16|4bit[:bsN][:ckpt] / grpo:...     steps of prefs.train's DPO / GRPO trainers (LoRA v+l)
+  dpo:bf16|4bit[:bsN][:ckpt] / grpo:...     steps of train.dpo's / train.grpo's trainers (LoRA v+l)
   census:bf16|4bit                         parameter bytes per module group and dtype after loading
   analyze:bN                               the service's Analyzer (what /analyze runs after decoding the
                                            upload) on N images in one batch, no retrieval, bf16
@@ -119,8 +119,8 @@ def dpo_pairs(split, processor, family):
     from datasets import Dataset
 
     from safetyvlm.model.boxes import model_frame
-    from safetyvlm.model.finetune import report_of
     from safetyvlm.model.prompts import assistant_message, build_messages, target_text
+    from safetyvlm.train.sft import report_of
 
     frame = model_frame(family, processor)
     rows = list(split)
@@ -280,8 +280,8 @@ class Bench:
         from transformers import TrainerCallback
         from trl import SFTConfig, SFTTrainer
 
-        from safetyvlm.model.finetune import FinetuneConfig, sft_dataset
         from safetyvlm.model.lora import count_lora_layers, make_lora_config
+        from safetyvlm.train.sft import FinetuneConfig, sft_dataset
 
         steps = steps or self.args.steps
         cfg = FinetuneConfig(backend=backend, r=16, alpha=32, dropout=0.0, lr=2e-4, steps=steps,
@@ -535,9 +535,10 @@ class Bench:
     def prefs(self, method, quant, bs=None, ckpt=False):
         from transformers import TrainerCallback
 
-        from safetyvlm.model.lora import make_lora_config
-        from safetyvlm.prefs import train as pt
-        from safetyvlm.prefs.config import DPOParams, GRPOParams, PrefsConfig
+        from safetyvlm.train.dpo import DPOParams, DPORun
+        from safetyvlm.train.grpo import GRPOParams, GRPORun
+        from safetyvlm.train.preferences import PrefsConfig
+        from safetyvlm.train.run import extend_cross_attention_mask, logged_steps
 
         model, processor, info = self.model(quant)
         steps = self.args.pref_steps
@@ -545,10 +546,8 @@ class Bench:
                           dpo=DPOParams(steps=steps, batch_size=bs or 4, lr=5e-5),
                           grpo=GRPOParams(steps=steps, batch_size=8, num_generations=4,
                                           max_completion_length=self.args.grpo_len, prompts=16))
-        peft_config = make_lora_config(self.family, cfg.strategy, cfg.r, cfg.alpha, 0.0)
-        hook = None
         if self.family == "mllama":
-            hook = pt.extend_cross_attention_mask(model)
+            extend_cross_attention_mask(model)
             if ckpt:
                 from safetyvlm.model.memory import checkpoint_mllama_vision
 
@@ -566,17 +565,17 @@ class Bench:
                 sync(self.device)
                 times.append(time.perf_counter() - self_.t)
 
-        if method == "dpo":
-            trainer, data_info = pt._dpo(model, processor, cfg, dpo_pairs(split, processor, self.family),
-                                         peft_config, self.out, self.cuda, ckpt)
-        else:
-            trainer, data_info = pt._grpo(model, processor, self.family, cfg, split, peft_config, self.out,
-                                          self.cuda, ckpt)
+        # the stage's DPO / GRPO run, its trainer built over the model loaded here (bf16 or 4-bit)
+        run = (DPORun(self.ckpt, self.family, cfg, self.out, dpo_pairs(split, processor, self.family),
+                      gradient_checkpointing=ckpt) if method == "dpo"
+               else GRPORun(self.ckpt, self.family, cfg, self.out, split, gradient_checkpointing=ckpt))
+        run.processor, run.cuda = processor, self.cuda
+        trainer, data_info = run.build_trainer(model, self.out)
         trainer.add_callback(Timer())
         try:
             trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
             trainer.train()
-            hist = pt._history(trainer)
+            hist = logged_steps(trainer)
             measured = times[1:] or times
             return {"method": method, "quant": quant, "grad_ckpt": ckpt, "steps": len(times), "s_per_step": round(statistics.median(measured), 3),
                     "step_times": [round(t, 2) for t in times], "trainable_parameters": trainable,

@@ -29,10 +29,10 @@ def main() -> None:
     import torch
 
     from safetyvlm.data.dataset import load_dataset_dir
-    from safetyvlm.model.base import tokenizer_texts
-    from safetyvlm.model.finetune import evaluate_reports
     from safetyvlm.model.loader import load_model
     from safetyvlm.model.presets import build_preset_parts
+    from safetyvlm.train.base import tokenizer_texts
+    from safetyvlm.train.sft import evaluate_reports
 
     torch.set_num_threads(os.cpu_count() or 1)
     valid = load_dataset_dir(args.dataset)["valid"]

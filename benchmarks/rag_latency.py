@@ -149,10 +149,10 @@ def bench_answer(model_dir: Path, n: int, emb) -> list[dict]:
     """End-to-end retrieval-augmented answers (batch 1) on rendered test scenes, split into their parts."""
     import yaml
 
+    from safetyvlm.answer import detected_tools
     from safetyvlm.data.render import RenderConfig, render_scene
     from safetyvlm.model.generate import generate_reports
     from safetyvlm.model.loader import load_model
-    from safetyvlm.rag.answer import detected_tools
     from safetyvlm.rag.config import RagConfig
     from safetyvlm.rag.index import load_retriever
 

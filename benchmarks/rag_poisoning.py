@@ -55,11 +55,11 @@ def poisoned_kb(kb, text: str = POISON):
 
 
 def answer_report(text: str, frame, size, kb=None):
-    """The parsed report of an answer text; with `kb`, grounded in it as the service does."""
+    """The report of an answer text, read as the service reads it; with `kb`, grounded in it as the service does."""
+    from safetyvlm.answer import read_answer
     from safetyvlm.kb import ground_report
-    from safetyvlm.parse import parse_report
 
-    report = parse_report(text, image_size=frame.extent(size)).report
+    report = read_answer(text, size, frame).report
     return ground_report(report, kb) if kb is not None else report
 
 
@@ -121,7 +121,7 @@ def main() -> dict:
     from safetyvlm.kb import load_kb
     from safetyvlm.model.boxes import model_frame
     from safetyvlm.model.loader import load_model
-    from safetyvlm.rag.answer import answer_with_retrieval, detected_tools
+    from safetyvlm.answer import answer_with_retrieval, detected_tools
     from safetyvlm.rag.config import RagConfig
     from safetyvlm.rag.embed import load_embeddings
     from safetyvlm.rag.index import build_index, load_retriever, read_manifest

@@ -76,11 +76,11 @@ def reasons(clean, hit, present: set[str]) -> dict[str, bool]:
 
 
 def score(rows, clean_texts, attack_texts, control_texts, frame, kb=None) -> dict:
+    from safetyvlm.answer import read_answer
     from safetyvlm.kb import ground_report
-    from safetyvlm.parse import parse_report
 
     def parsed(text, size):
-        result = parse_report(text, image_size=size)
+        result = read_answer(text, size, frame)
         if kb is not None:
             result.report = ground_report(result.report, kb)
         return result
@@ -88,7 +88,7 @@ def score(rows, clean_texts, attack_texts, control_texts, frame, kb=None) -> dic
     per_kind = {name: {"n": 0, "attack": 0, "control": 0, "attack_only": 0, "control_only": 0} for name, _ in ATTACKS}
     by_reason = {arm: dict.fromkeys(REASONS, 0) for arm in ("attack", "control")}
     for i, (row, c_text, a_text, k_text) in enumerate(zip(rows, clean_texts, attack_texts, control_texts)):
-        size = frame.extent(row["image"].size)
+        size = row["image"].size
         present = {t["name"] for t in row["instances"]}
         clean = parsed(c_text, size)
         why = {"attack": reasons(clean, parsed(a_text, size), present),
@@ -134,7 +134,7 @@ def retrieval_answerer(model, processor, tmp: Path, gen: dict):
     import yaml
 
     from safetyvlm.kb import load_kb
-    from safetyvlm.rag.answer import answer_with_retrieval
+    from safetyvlm.answer import answer_with_retrieval
     from safetyvlm.rag.config import RagConfig
     from safetyvlm.rag.index import build_index, load_retriever, read_manifest
     from safetyvlm.serve.corpus_bound import bind_to_corpus

@@ -6,7 +6,7 @@ import sys
 
 import yaml
 
-from safetyvlm.model.base import prepare_base
+from safetyvlm.train.base import prepare_base
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 family = sys.argv[1]

@@ -9,9 +9,9 @@ import yaml
 
 from safetyvlm import headline
 from safetyvlm.io import atomic_write_json
-from safetyvlm.model.base import base_model_path
-from safetyvlm.model.distributed import is_main_process, relaunch_if_distributed
-from safetyvlm.model.finetune import FinetuneConfig, finetune
+from safetyvlm.model.presets import base_model_path
+from safetyvlm.train.distributed import is_main_process, relaunch_if_distributed
+from safetyvlm.train.sft import FinetuneConfig, finetune
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 family, strategy = sys.argv[1], sys.argv[2]

@@ -12,9 +12,8 @@ from datasets import load_from_disk
 from safetyvlm.data.dataset import load_dataset_dir
 from safetyvlm import headline
 from safetyvlm.io import atomic_write_json
-from safetyvlm.model.distributed import is_main_process, relaunch_if_distributed
-from safetyvlm.prefs.config import PrefsConfig
-from safetyvlm.prefs.train import train_preferences
+from safetyvlm.train.distributed import is_main_process, relaunch_if_distributed
+from safetyvlm.train.preferences import PrefsConfig, train_preferences
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 family = sys.argv[1]

@@ -10,10 +10,10 @@ from safetyvlm import headline
 from safetyvlm.data.dataset import load_dataset_dir
 from safetyvlm.io import atomic_output_dir, atomic_write_json
 from safetyvlm.model.loader import load_model
-from safetyvlm.prefs.config import PrefsConfig
 from safetyvlm.prefs.pairs import build_pairs
 from safetyvlm.rag.config import RagConfig
 from safetyvlm.rag.index import load_retriever
+from safetyvlm.train.preferences import PrefsConfig
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 family = sys.argv[1]

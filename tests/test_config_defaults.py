@@ -10,12 +10,12 @@ import yaml
 
 from safetyvlm.data.dataset import DatasetParams
 from safetyvlm.eval.run import EvalConfig
-from safetyvlm.model.finetune import FinetuneConfig
-from safetyvlm.model.pretrain import BaseTrainConfig
-from safetyvlm.prefs.config import PrefsConfig
 from safetyvlm.rag.config import RagConfig
 from safetyvlm.serve.config import ServeConfig
 from safetyvlm.serve.package import PackageConfig
+from safetyvlm.train.preferences import PrefsConfig
+from safetyvlm.train.pretrain import BaseTrainConfig
+from safetyvlm.train.sft import FinetuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -69,7 +69,9 @@ def test_params_section_lists_every_field(path, cls):
 
 
 def test_nested_sections_list_every_field_too():
-    from safetyvlm.prefs.config import DPOParams, GRPOParams, PairsConfig
+    from safetyvlm.prefs.pairs import PairsConfig
+    from safetyvlm.train.dpo import DPOParams
+    from safetyvlm.train.grpo import GRPOParams
     from safetyvlm.rag.config import (ChunkingConfig, EmbeddingConfig, PgvectorConfig, PineconeConfig,
                                       RetrieveConfig)
 

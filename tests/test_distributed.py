@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from safetyvlm.data.dataset import DatasetParams, build_dataset
-from safetyvlm.model.distributed import launch_command, relaunch_if_distributed, trainer_args
-from safetyvlm.model.finetune import FinetuneConfig
+from safetyvlm.train.distributed import launch_command, relaunch_if_distributed, trainer_args
+from safetyvlm.train.sft import FinetuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "shipped"
 
 RUN = """
 import json, sys
-from safetyvlm.model.finetune import FinetuneConfig, finetune
+from safetyvlm.train.sft import FinetuneConfig, finetune
 cfg = FinetuneConfig(**{"rag_fraction": 0.0, **json.loads(sys.argv[1])})  # no index here
 m = finetune(sys.argv[2], sys.argv[3], "qwen2_5_vl", "language", cfg, sys.argv[4])
 print("METRICS", json.dumps(m))
@@ -31,11 +31,10 @@ import json, sys
 from datasets import Dataset
 from safetyvlm.data.dataset import load_dataset_dir
 from safetyvlm.model.boxes import model_frame
-from safetyvlm.model.finetune import report_of
 from safetyvlm.model.loader import load_model
 from safetyvlm.model.prompts import assistant_message, build_messages, target_text
-from safetyvlm.prefs.config import PrefsConfig
-from safetyvlm.prefs.train import train_preferences
+from safetyvlm.train.preferences import PrefsConfig, train_preferences
+from safetyvlm.train.sft import report_of
 cfg, base, data, out, mode = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 _, processor, _ = load_model(base, dtype="float32")
 frame = model_frame("qwen2_5_vl", processor)

@@ -8,8 +8,8 @@ from safetyvlm.data.render import RenderConfig, render_scene
 from safetyvlm.model.batch import encode_batch
 from safetyvlm.model.boxes import model_frame
 from safetyvlm.model.fast_path import PACKED_ATTENTION, qwen_precomputed, use_packed_vision_attention
-from safetyvlm.model.pretrain import detection_text
 from safetyvlm.model.presets import build_preset_parts
+from safetyvlm.train.pretrain import detection_text
 
 
 def _batch(proc, sizes):

@@ -8,8 +8,8 @@ import torch
 from click.testing import CliRunner
 
 from safetyvlm.data.dataset import DatasetParams, build_dataset
-from safetyvlm.model.finetune import FinetuneConfig, finetune
 from safetyvlm.model.loader import BackendUnavailableError, QuantizationUnavailableError, load_model
+from safetyvlm.train.sft import FinetuneConfig, finetune
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "shipped"
 
@@ -111,7 +111,7 @@ def test_predict_rejects_a_file_that_is_not_an_image(tmp_path):
 def test_answer_only_loss_follows_the_transformers_version(monkeypatch, caplog):
     import transformers
 
-    from safetyvlm.model.finetune import answer_only_loss_supported
+    from safetyvlm.train.sft import answer_only_loss_supported
 
     assert answer_only_loss_supported()  # the project's pin (5.24)
     monkeypatch.setattr(transformers, "__version__", "5.17.0")  # unsloth's environment
@@ -120,7 +120,7 @@ def test_answer_only_loss_follows_the_transformers_version(monkeypatch, caplog):
 
 
 def test_softened_output_layer_keeps_greedy_tokens_and_scales_logits():
-    from safetyvlm.model.finetune import soften_output_layer
+    from safetyvlm.train.sft import soften_output_layer
     from safetyvlm.model.presets import build_preset_parts
 
     model, proc, _ = build_preset_parts("qwen2_5_vl", "tiny")

@@ -65,8 +65,8 @@ def test_prose_carries_the_corpus_and_every_synonym_but_no_kb_entry():
 @pytest.mark.slow
 def test_two_families_train_on_the_same_scenes_with_both_prompts():
     from safetyvlm.model.boxes import model_frame
-    from safetyvlm.model.pretrain import rendered_batches, vision_grid
     from safetyvlm.model.presets import build_preset_parts
+    from safetyvlm.train.pretrain import rendered_batches, vision_grid
 
     parts = {}
     for family in ("qwen2_5_vl", "mllama"):
@@ -103,7 +103,7 @@ def test_the_pretrain_command_continues_a_base_and_logs_its_curves_through_dvcli
     (init_from), saved with its record, and the loss curve in DVCLive's layout under OUT/live/<family>."""
     import json
 
-    from safetyvlm.model.pretrain import main
+    from safetyvlm.train.pretrain import main
 
     main(["--families", "qwen2_5_vl", "--out", str(tmp_path), "--set", "minutes=5", "max_steps=3",
           "batch_size=2", "workers=0", "log_every=1", "eval_images=2", "eval_batch_size=2", "report_tokens=16",

@@ -6,14 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from safetyvlm.model.base import (
-    RECORD,
-    base_model_path,
-    copy_shipped,
-    file_hashes,
-    prepare_base,
-    record_checkpoint,
-)
+from safetyvlm.model.presets import BASE_RECORD as RECORD
+from safetyvlm.model.presets import base_model_path
+from safetyvlm.train.base import copy_shipped, file_hashes, prepare_base, record_checkpoint
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "shipped"
 

@@ -13,12 +13,11 @@ from safetyvlm.data.dataset import DatasetParams, build_dataset, load_dataset_di
 from safetyvlm.model.boxes import model_frame
 from safetyvlm.model.loader import load_model
 from safetyvlm.model.prompts import INSTRUCTION, assistant_message, build_messages, target_text
-from safetyvlm.prefs.config import PrefsConfig
 from safetyvlm.prefs.pairs import build_pairs, select_pairs
 from safetyvlm.prefs.rewards import REWARD_NAMES as REWARDS
-from safetyvlm.prefs.train import train_preferences
 from safetyvlm.rag.config import RagConfig
 from safetyvlm.rag.index import load_retriever
+from safetyvlm.train.preferences import PrefsConfig, train_preferences
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "shipped"
 
@@ -38,7 +37,7 @@ def tiny_retriever(faiss_index, embedder):  # noqa: F811
 def gold_pairs(dataset, processor, family: str) -> Dataset:
     """chosen = the exact training target, rejected = an empty answer: a preference a few steps can learn."""
     frame = model_frame(family, processor)
-    from safetyvlm.model.finetune import report_of
+    from safetyvlm.train.sft import report_of
 
     rows = []
     for row in dataset["train"]:
@@ -139,7 +138,7 @@ def test_no_pairs_keeps_the_finetuned_model_and_says_so(tmp_path):
 
 
 def test_sft_samples_with_retrieved_context_cite_their_tools_passages(dataset, tiny_retriever):
-    from safetyvlm.model.finetune import FinetuneConfig, sft_dataset
+    from safetyvlm.train.sft import FinetuneConfig, sft_dataset
 
     _, processor, _ = load_model(SHIPPED / "qwen2_5_vl-tiny", dtype="float32")
     split = dataset["train"]

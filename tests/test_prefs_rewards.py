@@ -6,10 +6,10 @@ import pytest
 
 from safetyvlm.kb import load_kb
 from safetyvlm.model.boxes import model_frame
-from safetyvlm.prefs.config import PrefsConfig
+from safetyvlm.parse import parse_report
 from safetyvlm.prefs.rewards import (AnswerScorer, detection_quality, format_length, json_validity,
                                      safety_grounding)
-from safetyvlm.parse import parse_report
+from safetyvlm.train.preferences import PrefsConfig
 
 KB = load_kb()
 HAMMER = KB.safety_fields("Hammer")

@@ -18,8 +18,8 @@ from test_rag import embedder, small_kb  # noqa: F401  (session fixtures)
 from safetyvlm.kb import Passage
 from safetyvlm.model.generate import Generation
 from safetyvlm.model.prompts import INSTRUCTION, PASSAGES_FOOTER, PASSAGES_HEADER, prompt_text
-from safetyvlm.rag import answer as answer_mod
-from safetyvlm.rag.answer import answer_with_retrieval, detected_tools
+from safetyvlm.answer import retrieval as answer_mod
+from safetyvlm.answer.retrieval import answer_with_retrieval, detected_tools
 from safetyvlm.rag.config import RagConfig
 from safetyvlm.rag.index import build_index, load_retriever
 

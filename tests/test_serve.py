@@ -162,7 +162,7 @@ def test_valid_image_gives_the_contract_with_boxes_in_its_pixels(server):
     same image in-process, grounded in the knowledge base (the service default), boxes in the uploaded
     image's pixels."""
     from safetyvlm.model.loader import load_model
-    from safetyvlm.model.predict import predict_reports
+    from safetyvlm.answer.plain import predict_reports
 
     im = scene(3, (448, 300))
     t0 = time.perf_counter()

@@ -4,9 +4,27 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
+import yaml
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from safetyvlm.data.dataset import load_dataset_dir
+from safetyvlm.data.preview import sample_grid
+from safetyvlm.eval.hallucination import ClaimChecker
+from safetyvlm.eval.report import metrics_document
+from safetyvlm.eval.run import EvalConfig, evaluate_model, make_judge
+from safetyvlm.kb import KB_DIR, load_kb, write_manifest
+from safetyvlm.parse import parse_report
+from safetyvlm.rag.config import RagConfig
+from safetyvlm.schema import CATEGORIES, report_json_schema, write_json_schema
+from safetyvlm.serve.analyzer import Analyzer
+from safetyvlm.serve.config import ServeConfig
+from safetyvlm.serve.package import PackageConfig
 
 DEFAULT_DATASET = "data/dataset"
 
@@ -25,8 +43,6 @@ def main(ctx, params_path: str) -> None:
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON Schema here instead of stdout.")
 def schema(out: str | None) -> None:
     """Print the output contract's JSON Schema."""
-    from safetyvlm.schema import report_json_schema, write_json_schema
-
     if out:
         click.echo(f"wrote {write_json_schema(out)}")
     else:
@@ -39,8 +55,6 @@ def schema(out: str | None) -> None:
 @click.option("--height", type=int, help="Image height, to clip boxes.")
 def parse(file, width: int | None, height: int | None) -> None:
     """Parse a model answer (FILE or stdin) into the contract; exit 1 if it was not strictly valid."""
-    from safetyvlm.parse import parse_report
-
     size = (width, height) if width and height else None
     result = parse_report(file.read(), image_size=size)
     click.echo(result.report.model_dump_json(indent=2))
@@ -68,9 +82,7 @@ def parse(file, width: int | None, height: int | None) -> None:
 def predict(ctx, images, model_ref: str | None, retrieval: bool | None, rag_dir: str, ground: bool | None,
             max_new_tokens: int | None, batch_size: int, raw: bool) -> None:
     """Answer for each IMAGE as /analyze does: the report (boxes in the image's pixels) as JSON lines."""
-    from safetyvlm.model.loader import ModelLoadError, resolve_source
-    from safetyvlm.serve.config import ServeConfig
-    from safetyvlm.serve.package import PackageConfig
+    from safetyvlm.model.loader import ModelLoadError, resolve_source  # transformers: only to answer
 
     pictures = [_read_image(path) for path in images]  # every image checked before a model is loaded
     serve = ServeConfig.from_dict(_section(ctx, "serve"))
@@ -111,8 +123,6 @@ def predict(ctx, images, model_ref: str | None, retrieval: bool | None, rag_dir:
 
 
 def _read_image(path: str):
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
@@ -122,7 +132,6 @@ def _read_image(path: str):
 
 def _analyzer(cfg):
     from safetyvlm.model.loader import ModelLoadError
-    from safetyvlm.serve.analyzer import Analyzer
 
     try:
         return Analyzer(cfg)
@@ -139,14 +148,6 @@ def dataset() -> None:
 @click.option("--path", default=DEFAULT_DATASET, show_default=True, type=click.Path(file_okay=False))
 def dataset_show(path: str) -> None:
     """Print a summary: images, boxes and classes per split."""
-    from collections import Counter
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from safetyvlm.data.dataset import load_dataset_dir
-    from safetyvlm.schema import CATEGORIES
-
     dd = _load(path, load_dataset_dir)
     table = Table(title=f"{path}")
     table.add_column("class")
@@ -171,9 +172,6 @@ def dataset_show(path: str) -> None:
 @click.option("--out", default="sample.png", show_default=True, type=click.Path(dir_okay=False))
 def dataset_render_sample(path: str, split: str, count: int, columns: int, out: str) -> None:
     """Write a PNG grid of images with their boxes drawn, to look at what the model learns from."""
-    from safetyvlm.data.dataset import load_dataset_dir
-    from safetyvlm.data.preview import sample_grid
-
     dd = _load(path, load_dataset_dir)
     if split not in dd:
         raise click.BadParameter(f"no split {split!r}; have {list(dd)}", param_hint="--split")
@@ -191,8 +189,6 @@ def kb() -> None:
 @kb.command("rehash")
 def kb_rehash() -> None:
     """Record the KB files' sha256 in kb/manifest.json after an intended, reviewed edit."""
-    from safetyvlm.kb import KB_DIR, write_manifest
-
     for name, digest in write_manifest(KB_DIR).items():
         click.echo(f"{digest}  {name}")
 
@@ -211,11 +207,6 @@ def kb_rehash() -> None:
 def eval_model(ctx, model_dir: str, split: str, dataset_dir: str, images: int | None, retrieval: bool, rag_dir: str,
                judge: str | None) -> None:
     """Evaluate one model on a split with the eval stage's metrics; prints them as JSON."""
-    from safetyvlm.data.dataset import load_dataset_dir
-    from safetyvlm.eval.hallucination import ClaimChecker
-    from safetyvlm.eval.report import metrics_document
-    from safetyvlm.eval.run import EvalConfig, evaluate_model, make_judge
-    from safetyvlm.kb import load_kb
     from safetyvlm.model.loader import ModelLoadError, read_family
 
     section = _section(ctx, "eval")
@@ -231,8 +222,7 @@ def eval_model(ctx, model_dir: str, split: str, dataset_dir: str, images: int | 
     rows = dd[split].select(range(len(dd[split]) if cfg.images is None else min(cfg.images, len(dd[split]))))
     retriever = None
     if retrieval:
-        from safetyvlm.rag.config import RagConfig
-        from safetyvlm.rag.index import load_retriever
+        from safetyvlm.rag.index import load_retriever  # LangChain and the embedder: only with retrieval
 
         retriever = _load(rag_dir, lambda p: load_retriever(p, RagConfig.from_dict(_section(ctx, "rag"))))
     kb = load_kb()
@@ -249,8 +239,6 @@ def eval_model(ctx, model_dir: str, split: str, dataset_dir: str, images: int | 
 def _section(ctx, name: str) -> dict:
     """A section of the project's params.yaml (--params), read once per command: a missing or broken file, or a
     missing section, is an error that says so, never silent defaults."""
-    import yaml
-
     root = ctx.find_root().obj
     path = Path(root["params"])
     if "loaded" not in root:

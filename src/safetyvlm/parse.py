@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import json_repair
 from pydantic import ValidationError
 
-from safetyvlm.schema import CATEGORIES, SafetyReport, ToolReport
+from safetyvlm.schema import CATEGORIES, SAFETY_FIELDS, SAFETY_LISTS, SafetyReport, ToolReport
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def _as_text_list(v: object, where: str, errors: list[str]) -> list[str]:
     return []
 
 
-_LIST_FIELDS = ("required_ppe", "primary_hazards", "common_misuses", "sources")
+_LIST_FIELDS = (*SAFETY_LISTS, "sources")
 _KNOWN_FIELDS = {"name", "bbox_2d", "primary_function", *_LIST_FIELDS}
 
 
@@ -298,7 +298,7 @@ def _as_tool(raw: object, i: int, image_size, errors: list[str], unknown: list[d
     extra = sorted(k for k in raw if k not in _KNOWN_FIELDS)
     if extra:
         errors.append(f"{where}: unexpected keys ignored: {[str(k)[:40] for k in extra]}")
-    for key in ("primary_function", "required_ppe", "primary_hazards", "common_misuses"):
+    for key in SAFETY_FIELDS:
         if key not in raw:
             errors.append(f"{where}: missing {key}")
     pf = raw.get("primary_function")

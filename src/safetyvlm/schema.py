@@ -8,32 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 # The 17 categories of the public tool-safety dataset the system is modelled on, spelled exactly.
-CATEGORIES: tuple[str, ...] = (
-    "Adjustable spanner",
-    "Backsaw",
-    "Calipers",
-    "Cutting pliers",
-    "Drill",
-    "Gas wrench",
-    "Gun",
-    "Hammer",
-    "Hand",
-    "Handsaw",
-    "Needle-nose pliers",
-    "Pliers",
-    "Ratchet",
-    "Screwdriver",
-    "Tape measure",
-    "Utility knife",
-    "Wrench",
-)
-CATEGORY_INDEX = {name: i for i, name in enumerate(CATEGORIES)}
-
 ToolName = Literal[
     "Adjustable spanner",
     "Backsaw",
@@ -53,8 +32,11 @@ ToolName = Literal[
     "Utility knife",
     "Wrench",
 ]
+CATEGORIES: tuple[str, ...] = get_args(ToolName)
+CATEGORY_INDEX = {name: i for i, name in enumerate(CATEGORIES)}
 
 SAFETY_FIELDS = ("primary_function", "required_ppe", "primary_hazards", "common_misuses")
+SAFETY_LISTS = SAFETY_FIELDS[1:]  # the fields that are lists of short claims (PPE, hazards, misuses)
 
 
 class ToolReport(BaseModel):

@@ -16,7 +16,9 @@ from typing import Iterable, Iterator
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from safetyvlm.config import from_section
+from safetyvlm.data.importers import iter_source
 from safetyvlm.data.records import SPLITS, InvalidInput, SourceExample
+from safetyvlm.data.render import RenderConfig, render_examples
 from safetyvlm.io import atomic_output_dir, atomic_write_json
 from safetyvlm.kb import load_kb
 from safetyvlm.schema import CATEGORIES, SAFETY_FIELDS
@@ -219,8 +221,6 @@ def _jpeg(image: Image.Image) -> bytes:
 
 def iter_examples(params: DatasetParams) -> Iterator[SourceExample]:
     if params.source == "synthetic":
-        from safetyvlm.data.render import RenderConfig, render_examples
-
         cfg = RenderConfig.from_dict(params.render)
         for offset, split in enumerate(SPLITS):
             # Splits get disjoint seeds so no test image is a re-render of a training one.
@@ -231,8 +231,6 @@ def iter_examples(params: DatasetParams) -> Iterator[SourceExample]:
         return
     if not params.path:
         raise ValueError(f"dataset.source={params.source!r} needs dataset.path (the folder to import)")
-    from safetyvlm.data.importers import iter_source
-
     root = Path(params.path)
     if not root.exists():
         raise InvalidInput(str(root), "dataset.path does not exist")

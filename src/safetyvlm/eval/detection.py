@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from safetyvlm.schema import CATEGORIES, CATEGORY_INDEX
+
 
 def iou(a: list[float], b: list[float]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -136,8 +138,6 @@ def coco_map(preds_per_image: list[list[dict]], truths_per_image: list[list[dict
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from safetyvlm.schema import CATEGORIES, CATEGORY_INDEX
-
     if len(preds_per_image) != len(truths_per_image):
         raise ValueError(f"{len(preds_per_image)} answers for {len(truths_per_image)} images")
     empty = {"map": None, "map_50": None, "map_75": None, "per_class_ap": {}}
@@ -228,8 +228,6 @@ def confusion_rows(preds_per_image: list[list[dict]], truths_per_image: list[lis
 
 def confusion_matrix(rows: list[dict]) -> tuple[list[str], list[list[int]]]:
     """(labels, counts[actual][predicted]) over the 17 categories, unknown and background, in that order."""
-    from safetyvlm.schema import CATEGORIES
-
     labels = [*CATEGORIES, UNKNOWN, BACKGROUND]
     index = {n: k for k, n in enumerate(labels)}
     counts = [[0] * len(labels) for _ in labels]

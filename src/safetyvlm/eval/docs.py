@@ -17,6 +17,7 @@ from pathlib import Path
 from safetyvlm.eval.report import (
     COMPARISON_NOTE,
     SCORED_NOTE,
+    SHIFTED_SUFFIX,
     _cell,
     _write_text,
     comparisons_table,
@@ -89,8 +90,6 @@ def _verdict(value, bound: float, higher: bool) -> str:
 def targets_section(doc: dict) -> str:
     """The default pipeline's targets against the eval rows: the zero-shot row (the bases), the best
     finetuned row (highest det F1 among the model's own answers) and that row on the shifted set."""
-    from safetyvlm.eval.report import SHIFTED_SUFFIX
-
     head = ["family", "row", "metric", "target", "measured [95% CI]", "verdict"]
     rows = []
     for fam, conds in doc.items():

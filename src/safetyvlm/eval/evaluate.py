@@ -1,18 +1,18 @@
 """All metrics of one condition (one model, one setting) from its answer texts and the ground truth.
 
-`evaluate_answers` parses each text (`parse_report`), converts every box from the model's frame to
-original-image pixels with the caller's `frame_fn` (the one box-frame converter,
-`safetyvlm.model.boxes.from_model_frame`, with the family's frame bound), clips it to the image, and
-scores. Tools named outside the 17 categories (`ParseResult.unknown`) are scored as predictions of
-the class `UNKNOWN`: false positives for precision and F1, hallucinated objects. A missing or
+`evaluate_answers` reads each text into a report in original-image pixels (`answer.read_answer`, with
+the family's box frame, or the caller's box function), clips every box to the image, and scores. Tools
+named outside the 17 categories (`ParseResult.unknown`) are scored as predictions of the class
+`UNKNOWN`: false positives for precision and F1, hallucinated objects. A missing or
 unparsable answer (None, or no JSON in it) has no predictions: every ground-truth tool of its image
 is a false negative, and it counts as invalid JSON.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+from safetyvlm.answer.read import BoxToPixels, read_answer
 from safetyvlm.eval.bootstrap import intervals
 from safetyvlm.eval.compliance import compliance_rates, invalid_answers
 from safetyvlm.eval.detection import UNKNOWN, DetectionScores, coco_map, confusion_rows, match_image
@@ -21,15 +21,14 @@ from safetyvlm.eval.judge import JudgeCase, LocalJudge, run_judge
 from safetyvlm.eval.report import latency_summary
 from safetyvlm.eval.safety import SafetyAgreement
 from safetyvlm.kb import KnowledgeBase, ground_report, load_kb
-from safetyvlm.parse import parse_report
-from safetyvlm.schema import SAFETY_FIELDS
+from safetyvlm.model.boxes import ModelFrame
+from safetyvlm.schema import SAFETY_FIELDS, SAFETY_LISTS
 
-FrameFn = Callable[[Sequence[float], tuple[int, int]], Sequence[float]]
-NO_SAFETY_FIELDS = {"primary_function": "", "required_ppe": [], "primary_hazards": [], "common_misuses": []}
+NO_SAFETY_FIELDS = {"primary_function": "", **{f: [] for f in SAFETY_LISTS}}
 
 
-def _to_pixels(box, image_size, frame_fn: FrameFn | None) -> list[float] | None:
-    x1, y1, x2, y2 = (float(v) for v in (frame_fn(box, image_size) if frame_fn else box))
+def _clip_to_image(box, image_size) -> list[float] | None:
+    x1, y1, x2, y2 = (float(v) for v in box)
     w, h = float(image_size[0]), float(image_size[1])
     x1, x2 = sorted((min(max(x1, 0.0), w), min(max(x2, 0.0), w)))
     y1, y2 = sorted((min(max(y1, 0.0), h), min(max(y2, 0.0), h)))
@@ -40,7 +39,7 @@ def evaluate_answers(
     texts: Sequence[str | None],
     truths: Sequence[Sequence[dict]],
     image_sizes: Sequence[tuple[int, int]],
-    frame_fn: FrameFn | None = None,
+    frame: ModelFrame | BoxToPixels | None = None,
     *,
     frame_sizes: Sequence[tuple[int, int]] | None = None,
     token_logprobs: Sequence | None = None,
@@ -56,8 +55,10 @@ def evaluate_answers(
     texts        the model's answer per image (None = no answer)
     truths       per image, ground-truth tools `{name, bbox_2d}` in original pixels
     image_sizes  per image, (width, height) of the original image
-    frame_fn     `(box, image_size) -> box in original pixels`; None when answers are in pixels
-    frame_sizes  per image, (width, height) of the model's frame, for the parser's clipping
+    frame        the frame the answers' boxes are in: the family's ModelFrame (`model.boxes.model_frame`),
+                 or a function `(box, image_size) -> box in original pixels`; None when answers are in pixels
+    frame_sizes  per image, (width, height) the parser clips boxes to; default the ModelFrame's extent
+                 (with a function or None: no clipping while parsing)
     token_logprobs  per answer, (start, end, log-probability) of its generated tokens
                  (`generate_scored`): each tool's score, by which mAP ranks the boxes; None: no scores,
                  COCO then ranks every box 1.0 in the answer's order
@@ -93,8 +94,8 @@ def evaluate_answers(
 
     parsed, predicted, dropped = [], [], 0
     for k, text in enumerate(texts):
-        pr = parse_report(text, frame_sizes[k] if frame_sizes is not None else None,
-                          token_logprobs[k] if token_logprobs is not None else None)
+        pr = read_answer(text, image_sizes[k], frame, frame_size=frame_sizes[k] if frame_sizes is not None else None,
+                         token_logprobs=token_logprobs[k] if token_logprobs is not None else None)
         if pr.crash is not None:  # our bug, not the model's answer: scoring it as invalid would hide it
             raise RuntimeError(f"parse_report crashed on answer {k} ({str(text)[:200]!r}): "
                                f"{type(pr.crash).__name__}: {pr.crash}") from pr.crash
@@ -110,7 +111,7 @@ def evaluate_answers(
                         "bbox_2d": u["bbox_2d"], "score": u["score"]} for u in pr.unknown]
         tools = []
         for tool in candidates:
-            box = _to_pixels(tool["bbox_2d"], image_sizes[k], frame_fn)
+            box = _clip_to_image(tool["bbox_2d"], image_sizes[k])
             if box is None:
                 dropped += 1
                 continue

@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from safetyvlm.kb import KnowledgeBase, load_kb
+from safetyvlm.schema import SAFETY_LISTS
 
-CLAIM_FIELDS = ("required_ppe", "primary_hazards", "common_misuses")
+CLAIM_FIELDS = SAFETY_LISTS  # each item of these is one claim
 DEFAULT_CLAIM_THRESHOLD = 0.55
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 

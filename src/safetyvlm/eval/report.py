@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from safetyvlm.eval.bootstrap import paired_difference
 from safetyvlm.eval.judge import DIMENSION_LABELS, DIMENSIONS
+from safetyvlm.schema import CATEGORIES
 
 # (key in the condition's metrics, column header, digits)
 TABLE_COLUMNS: tuple[tuple[str, str, int], ...] = (
@@ -146,8 +148,6 @@ def main_table(results: dict) -> str:
 def comparisons(results: dict) -> list[dict]:
     """Paired differences (A - B on the same images, 95% paired bootstrap interval) for COMPARISONS, and
     each condition on the shifted set against itself on the test set, per family and COMPARED_METRICS."""
-    from safetyvlm.eval.bootstrap import paired_difference
-
     out = []
     for fam, conds in results.items():
         pairs = [(a, b) for a, b in COMPARISONS if a in conds and b in conds]
@@ -299,8 +299,6 @@ def plot_metric_heatmap(results: dict, path: str | Path) -> Path:
 def plot_per_class(results: dict, path: str | Path, metric: str = "f1") -> Path:
     """Grouped bars: per-class `metric` (f1, precision, recall or ap), one bar per condition."""
     plt = _pyplot()
-    from safetyvlm.schema import CATEGORIES
-
     items = _labels(results)
     seen = {c for _, _, m in items for c in (m.get("per_class") or {})}
     classes = [c for c in CATEGORIES if c in seen] or list(CATEGORIES)

@@ -20,7 +20,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from safetyvlm.answer.retrieval import answer_with_retrieval
 from safetyvlm.config import from_section
+from safetyvlm.data.dataset import load_dataset_dir
+from safetyvlm.eval.evaluate import evaluate_answers
+from safetyvlm.eval.hallucination import ClaimChecker
+from safetyvlm.eval.judge import LocalJudge, OpenAIJudge
+from safetyvlm.eval.report import SHIFTED_SUFFIX
+from safetyvlm.kb import load_kb
+from safetyvlm.model.boxes import model_frame
+from safetyvlm.model.generate import generate_reports, generate_scored
+from safetyvlm.model.presets import BASE_RECORD, base_model_path
 
 log = logging.getLogger("safetyvlm.eval")
 
@@ -48,11 +58,9 @@ class Condition:
     ground: bool = False  # safety fields from the KB entry of each tool's name, as the service returns them
 
     def model_dir(self, family: str) -> str:
-        from safetyvlm.model.base import base_model_path
-
         path = self.model.format(family=family)
         # a base dir may only record a checkpoint stored elsewhere (a hub id or a local path)
-        return base_model_path(path) if Path(path, "base_record.json").exists() else path
+        return base_model_path(path) if Path(path, BASE_RECORD).exists() else path
 
 
 @dataclass
@@ -90,8 +98,6 @@ class EvalConfig:
 
 
 def make_judge(cfg: EvalConfig, claims):
-    from safetyvlm.eval.judge import LocalJudge, OpenAIJudge
-
     if cfg.judge == "openai":
         return OpenAIJudge(**{k: v for k, v in cfg.openai.items() if v is not None})  # None: the judge's default
     return LocalJudge(claims=claims)
@@ -99,9 +105,6 @@ def make_judge(cfg: EvalConfig, claims):
 
 def timed_answers(model, processor, images, *, retriever=None, max_new_tokens: int = 400) -> list[float]:
     """Seconds per image, one image per call (with retrieval: both passes and the retrieval)."""
-    from safetyvlm.model.generate import generate_reports
-    from safetyvlm.rag.answer import answer_with_retrieval
-
     out = []
     for image in images:
         start = time.perf_counter()
@@ -127,10 +130,7 @@ class Answers:
 
 def generate_answers(model_dir: str, family: str, rows, cfg: EvalConfig, *, retriever=None,
                      first_pass: Sequence[str] | None = None) -> Answers:
-    from safetyvlm.model.boxes import model_frame
-    from safetyvlm.model.generate import generate_scored
     from safetyvlm.model.loader import load_model
-    from safetyvlm.rag.answer import answer_with_retrieval
 
     model, processor, _ = load_model(model_dir, family=family, dtype="float32")
     images = [r["image"] for r in rows]
@@ -158,17 +158,13 @@ def evaluate_model(model_dir: str, family: str, rows, cfg: EvalConfig, *, retrie
     `answers`: what this model already said with this retrieval (another condition's), scored again
     rather than generated again. `ground`: safety fields from the KB entry of each tool's name.
     """
-    from safetyvlm.eval.evaluate import evaluate_answers
-    from safetyvlm.model.boxes import from_model_frame
-
     if answers is None:
         answers = generate_answers(model_dir, family, rows, cfg, retriever=retriever, first_pass=first_pass)
-    frame = answers.frame
     sizes = [tuple(r["image"].size) for r in rows]
     metrics = evaluate_answers(
-        answers.texts, [r["instances"] for r in rows], sizes, lambda box, size: from_model_frame(box, size, frame),
-        frame_sizes=[frame.extent(s) for s in sizes], token_logprobs=answers.token_logprobs, judge=judge,
-        claims=claims, kb=kb, latencies=answers.latencies, iou_threshold=cfg.iou_threshold, ground=ground)
+        answers.texts, [r["instances"] for r in rows], sizes, answers.frame, token_logprobs=answers.token_logprobs,
+        judge=judge, claims=claims, kb=kb, latencies=answers.latencies, iou_threshold=cfg.iou_threshold,
+        ground=ground)
     metrics["batch_seconds_per_image"] = answers.batch_seconds / max(1, len(rows))
     metrics["model"] = str(model_dir)
     metrics["retrieval"] = retriever is not None
@@ -180,13 +176,6 @@ def evaluate_model(model_dir: str, family: str, rows, cfg: EvalConfig, *, retrie
 def run_eval(cfg: EvalConfig, dataset_dir: str | Path = "data/dataset", rag_dir: str | Path = "data/rag",
              rag_cfg=None) -> dict:
     """`{family: {condition: metrics}}` for every family and condition of `cfg`."""
-    from safetyvlm.data.dataset import load_dataset_dir
-    from safetyvlm.eval.hallucination import ClaimChecker
-    from safetyvlm.kb import load_kb
-    from safetyvlm.rag.index import load_retriever
-
-    from safetyvlm.eval.report import SHIFTED_SUFFIX
-
     dd = load_dataset_dir(dataset_dir)
     split = dd[cfg.split]
     rows = split.select(range(len(split) if cfg.images is None else min(cfg.images, len(split))))
@@ -206,6 +195,8 @@ def run_eval(cfg: EvalConfig, dataset_dir: str | Path = "data/dataset", rag_dir:
     judge = make_judge(cfg, claims)
     retriever = None
     if any(c.retrieval for c in cfg.conditions):
+        from safetyvlm.rag.index import load_retriever  # LangChain and the embedder: only with retrieval
+
         retriever = load_retriever(rag_dir, rag_cfg)
     results: dict[str, dict] = {}
     for family in cfg.families:

@@ -3,7 +3,7 @@
 Submodules import lazily (transformers costs seconds); `from safetyvlm.model import load_model` works.
 
     tokenizer.py   byte-level BPE tokenizer trained locally (answers become short)
-    presets.py     tiny/small random-init Qwen2.5-VL and Mllama, saved like hub checkpoints
+    presets.py     tiny/small random-init Qwen2.5-VL and Mllama, saved like hub checkpoints; base_model_path
     processors.py  torchvision-free processors, registered with AutoProcessor
     loader.py      load_model(name_or_path, ...) -> (model, processor, info); choose_backend
     boxes.py       original pixels <-> model frame (the only place boxes are scaled)
@@ -11,6 +11,10 @@ Submodules import lazily (transformers costs seconds); `from safetyvlm.model imp
     generate.py    generate_reports / generate_scored: batched greedy decoding (+ per-token log-probabilities)
     batch.py       encode_batch: prompts + targets -> a batch with completion-only labels
     lora.py        lora_targets / make_lora_config / count_lora_layers per strategy
+    memory.py      checkpoint_mllama_vision: gradient checkpointing that reaches Mllama's vision layers
+    fast_path.py   Qwen2.5-VL's vision windows in one attention call, rope / window tables built ahead
+
+Training loops are in `safetyvlm.train`, answering images in `safetyvlm.answer`.
 """
 
 from importlib import import_module
@@ -22,6 +26,7 @@ _EXPORTS = {
     "load_model": "loader", "choose_backend": "loader", "ModelLoadError": "loader",
     "HubUnreachableError": "loader", "QuantizationUnavailableError": "loader",
     "BackendUnavailableError": "loader",
+    "base_model_path": "presets", "BASE_RECORD": "presets",
     "ModelFrame": "boxes", "model_frame": "boxes", "to_model_frame": "boxes", "from_model_frame": "boxes",
     "INSTRUCTION": "prompts", "build_messages": "prompts", "assistant_message": "prompts",
     "target_text": "prompts",

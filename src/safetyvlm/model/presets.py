@@ -48,6 +48,7 @@ from pathlib import Path
 from safetyvlm.model.tokenizer import FAMILIES, build_tokenizer, family_tokens
 
 PRESET_FILE = "safetyvlm_preset.json"
+BASE_RECORD = "base_record.json"  # in a base stage's output: the preset's provenance, or the checkpoint it names
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,15 @@ PRESETS: dict[tuple[str, str], Preset] = {
     ),
 }
 PRESET_NAMES = ("tiny", "small")
+
+
+def base_model_path(base_dir: str | Path) -> str:
+    """Where the model of a base dir (the base stage's output) is: the dir itself, or the checkpoint its record
+    names (a hub id or a local path is recorded, not copied)."""
+    base_dir = Path(base_dir)
+    if (base_dir / "config.json").exists():
+        return str(base_dir)
+    return json.loads((base_dir / BASE_RECORD).read_text())["path"]
 
 
 def get_preset(family: str, preset: str | Preset) -> Preset:

@@ -16,19 +16,35 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm import tqdm
 
-from safetyvlm.prefs.config import PairsConfig
-from safetyvlm.prefs.rewards import REWARD_NAMES, AnswerScorer
+from safetyvlm.answer.retrieval import answer_with_retrieval
+from safetyvlm.kb import load_kb
+from safetyvlm.model.boxes import model_frame
+from safetyvlm.model.prompts import assistant_message, build_messages
+from safetyvlm.parse import parse_report
+from safetyvlm.prefs.rewards import REWARD_NAMES, AnswerScorer, default_weights
 
 log = logging.getLogger("safetyvlm.prefs")
 
 
-def without_sources(text: str, image_size, frame) -> str:
-    """`text` in the training-target format with no `sources` (unchanged if it holds no JSON report)."""
-    from safetyvlm.parse import parse_report
+@dataclass
+class PairsConfig:
+    """params.yaml `grpo.pairs`."""
 
+    images: int | None = 120        # train-split images to answer twice (None: all)
+    margin: float = 0.02            # keep a pair only if chosen's total beats rejected's by this much
+    batch_size: int = 25
+    max_new_tokens: int = 400
+    weights: dict[str, float] = field(default_factory=default_weights)
+
+
+def without_sources(text: str, image_size, frame) -> str:
+    """`text` in the training-target format with no `sources` (unchanged if it holds no JSON report); its boxes
+    stay in the model's frame, as a training target's do."""
     parsed = parse_report(text or "", image_size=frame.extent(image_size))
     if not parsed.json_ok or not parsed.report.tools:
         return text
@@ -46,12 +62,6 @@ def _distribution(values: Sequence[float]) -> dict:
 
 def score_answers(model, processor, family: str, split, retriever, cfg: PairsConfig, kb=None) -> list[dict]:
     """Answer the first `cfg.images` rows with and without retrieval; one scored record per image."""
-    from tqdm import tqdm
-
-    from safetyvlm.kb import load_kb
-    from safetyvlm.model.boxes import model_frame
-    from safetyvlm.rag.answer import answer_with_retrieval
-
     kb = kb or load_kb()
     frame = model_frame(family, processor)
     scorer = AnswerScorer(frame, kb, cfg.weights, max_chars=4 * cfg.max_new_tokens)
@@ -85,8 +95,6 @@ def select_pairs(records: list[dict], margin: float, family: str = ""):
     `row` (index in the split) and `chosen_score` / `rejected_score` (the weighted totals).
     """
     from datasets import Dataset
-
-    from safetyvlm.model.prompts import assistant_message, build_messages
 
     gains = [r["chosen_scores"]["total"] - r["rejected_scores"]["total"] for r in records]
     kept = [{"images": [r["image"]], "prompt": build_messages(), "chosen": [assistant_message(r["chosen"])],

@@ -19,15 +19,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from safetyvlm.answer.read import read_answer
 from safetyvlm.eval.detection import UNKNOWN, iou, match_image
 from safetyvlm.eval.safety import _norm
 from safetyvlm.kb import KnowledgeBase
-from safetyvlm.model.boxes import ModelFrame, from_model_frame
-from safetyvlm.parse import ParseResult, parse_report
-from safetyvlm.schema import CATEGORIES
+from safetyvlm.model.boxes import ModelFrame
+from safetyvlm.parse import ParseResult
+from safetyvlm.schema import CATEGORIES, SAFETY_LISTS
 
 REWARD_NAMES = ("json_validity", "detection_quality", "safety_grounding", "format_length")
-LIST_FIELDS = ("required_ppe", "primary_hazards", "common_misuses")
+
+
+def default_weights() -> dict[str, float]:
+    """The weights of pair selection and of GRPO (params.yaml grpo.pairs.weights, grpo.grpo.weights)."""
+    return {"json_validity": 1.0, "detection_quality": 1.0, "safety_grounding": 1.0, "format_length": 0.5}
 
 
 def json_validity(parsed: ParseResult) -> float:
@@ -58,7 +63,7 @@ def safety_grounding(preds: Sequence[Mapping], kb: KnowledgeBase, has_tools: boo
         if function:
             total += 1
             found += function == _norm(ref["primary_function"])
-        for f in LIST_FIELDS:
+        for f in SAFETY_LISTS:
             known = {_norm(x) for x in ref[f]}
             for item in p.get(f) or []:
                 if _norm(item):
@@ -96,16 +101,10 @@ class AnswerScorer:
         if sum(self.weights.values()) <= 0:
             raise ValueError("reward weights must sum to more than 0")
 
-    def predictions(self, parsed: ParseResult, image_size: Sequence[int]) -> list[dict]:
-        """The parsed tools with boxes in image pixels (the ground truth's frame). Tools named outside
-        the 17 come as class UNKNOWN, so a made-up name costs detection F1 as a wrong one does."""
-        tools = [t.model_dump() for t in parsed.report.tools] + [{**u, "name": UNKNOWN} for u in parsed.unknown]
-        return [{**d, "bbox_2d": from_model_frame(d["bbox_2d"], image_size, self.frame)} for d in tools]
-
     def scores(self, text: str, truths: Sequence[Mapping], image_size: Sequence[int]) -> dict[str, float]:
         """Every reward of one answer, plus `total` (the weighted mean)."""
-        parsed = parse_report(text or "", image_size=self.frame.extent(image_size))
-        preds = self.predictions(parsed, image_size)
+        parsed = read_answer(text or "", image_size, self.frame)
+        preds = predictions(parsed)
         truths = [{"name": t["name"], "bbox_2d": [float(v) for v in t["bbox_2d"]]} for t in truths
                   if t["name"] in CATEGORIES]
         s = {
@@ -132,6 +131,12 @@ class AnswerScorer:
 
     def active_weights(self) -> list[float]:
         return [float(self.weights[n]) for n in REWARD_NAMES if self.weights.get(n, 0.0) > 0]
+
+
+def predictions(parsed: ParseResult) -> list[dict]:
+    """The tools of an answer read in image pixels (the ground truth's frame), as dicts. Tools named outside
+    the 17 come as class UNKNOWN, so a made-up name costs detection F1 as a wrong one does."""
+    return [t.model_dump() for t in parsed.report.tools] + [{**u, "name": UNKNOWN} for u in parsed.unknown]
 
 
 def _completion_text(completion) -> str:

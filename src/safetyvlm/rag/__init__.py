@@ -1,7 +1,7 @@
 """Retrieval over the knowledge-base corpus: chunk, embed, store (faiss | pgvector | pinecone), retrieve,
-rerank (category boost, MMR), evaluate, and answer with retrieved passages.
+rerank (category boost, MMR), evaluate. Answering with the passages is `safetyvlm.answer.answer_with_retrieval`.
 
-    from safetyvlm.rag import RagConfig, build_index, load_retriever, answer_with_retrieval
+    from safetyvlm.rag import RagConfig, build_index, load_retriever
     cfg = RagConfig.from_dict(yaml.safe_load(open("params.yaml"))["rag"])
     retriever = load_retriever("data/rag", cfg)
     retriever.retrieve(["Drill", "Hammer"], k=5)          # -> [RetrievedPassage(id, score, text, ...)]
@@ -33,8 +33,6 @@ _EXPORTS = {
     "build_query_set": "safetyvlm.rag.evaluate",
     "evaluate_retriever": "safetyvlm.rag.evaluate",
     "score_rankings": "safetyvlm.rag.evaluate",
-    "answer_with_retrieval": "safetyvlm.rag.answer",
-    "RetrievalAnswer": "safetyvlm.rag.answer",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -21,6 +21,8 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
+from safetyvlm.rag.rerank import mmr_select
+
 INDEX_FILE = "index.faiss"
 DOCSTORE_FILE = "chunks.jsonl"
 
@@ -153,8 +155,6 @@ class FaissVectorStore(VectorStore):
 
     def max_marginal_relevance_search_by_vector(self, embedding: list[float], k: int = 4, fetch_k: int = 20,
                                                 lambda_mult: float = 0.5, **kwargs: Any) -> list[Document]:
-        from safetyvlm.rag.rerank import mmr_select
-
         hits = self.similarity_search_with_score_by_vector(embedding, fetch_k)
         if not hits:
             return []

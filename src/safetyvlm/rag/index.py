@@ -26,6 +26,7 @@ from safetyvlm.kb import KnowledgeBase, load_kb
 from safetyvlm.rag.chunking import chunk_passages
 from safetyvlm.rag.config import RagConfig
 from safetyvlm.rag.embed import load_embeddings
+from safetyvlm.rag.evaluate import build_query_set, evaluate_retriever
 from safetyvlm.rag.faiss_store import DOCSTORE_FILE as _FAISS_DOCSTORE
 from safetyvlm.rag.faiss_store import FaissVectorStore, read_docs, write_docs
 from safetyvlm.rag.retrieve import ToolRetriever
@@ -153,8 +154,6 @@ def load_retriever(index_dir: str | Path = "data/rag", cfg: RagConfig | None = N
 def run_rag_index(cfg: RagConfig, out_dir: str | Path = "data/rag", metrics_path: str | Path = "metrics/rag.json",
                   kb: KnowledgeBase | None = None) -> dict:
     """The rag-index stage: build the index atomically, then score retrieval on the KB query set."""
-    from safetyvlm.rag.evaluate import build_query_set, evaluate_retriever
-
     kb = kb or load_kb()
     t0 = time.perf_counter()
     with atomic_output_dir(out_dir) as tmp:

@@ -1,10 +1,10 @@
 """The model side of the service: load once, then answer batches of images (no HTTP, no bentoml here).
 
 `Analyzer.analyze` takes one batch as the adaptive batcher formed it. Images that asked for retrieval
-go through `answer_with_retrieval` together, the others through one plain generate; either way each
-answer is parsed with `parse_report` (always the contract's shape) and its boxes are brought back to
-that image's own pixels by the one box-frame converter. Each tool's `score` is the model's probability
-of the tokens of its name, from the generation's own log-probabilities.
+go through `answer_with_retrieval` together, the others through one plain pass (`predict_reports`); either
+way each answer is read by `read_answer` (always the contract's shape, boxes in that image's own pixels).
+Each tool's `score` is the model's probability of the tokens of its name, from the generation's own
+log-probabilities.
 
 Two defences sit here, both on by default (`ServeConfig.ground`, `ServeConfig.corpus_bound`):
 * grounding: each tool's safety fields and `sources` are the knowledge-base entry of its name
@@ -23,10 +23,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from safetyvlm.answer import answer_with_retrieval, predict_reports, read_answer
 from safetyvlm.kb import ground_report, load_kb
 from safetyvlm.model.boxes import model_frame
-from safetyvlm.model.predict import to_image_pixels
-from safetyvlm.parse import parse_report
+from safetyvlm.model.generate import prompt_texts
+from safetyvlm.parse import ParseResult
 from safetyvlm.serve.config import ServeConfig
 from safetyvlm.serve.package import resolve_model
 
@@ -105,8 +106,6 @@ class Analyzer:
     def input_rejected(self, image: Image.Image) -> Exception | None:
         """The error the model's processor raises on this image alone (e.g. an aspect ratio it refuses), or
         None when it accepts it: tells an input fault (422) from a server fault (500) after a failure."""
-        from safetyvlm.model.generate import prompt_texts
-
         try:
             self.processor(images=[[image]], text=prompt_texts(self.processor, [None]), padding=True,
                            add_special_tokens=False, return_tensors="pt")
@@ -122,10 +121,7 @@ class Analyzer:
                 "untrusted_chunks": self.untrusted_chunks,
                 "tag": self.model_metadata.get("tag"), "git_revision": self.model_metadata.get("git_revision")}
 
-    def _answer(self, text: str, image: Image.Image, max_tools: int, retrieval: bool, passages=(),
-                token_logprobs=None) -> Answer:
-        result = parse_report(text, image_size=self.frame.extent(image.size), token_logprobs=token_logprobs)
-        result = to_image_pixels(result, image.size, self.frame)
+    def _answer(self, result: ParseResult, text: str, max_tools: int, retrieval: bool, passages=()) -> Answer:
         report = result.report
         errors = list(result.errors)
         if len(report.tools) > max_tools:
@@ -140,8 +136,6 @@ class Analyzer:
 
     def analyze(self, images: list[Image.Image], retrieval: list[bool | None], max_tools: list[int | None]
                 ) -> list[Answer]:
-        from safetyvlm.model.generate import generate_scored
-
         t0 = time.perf_counter()
         n = len(images)
         want = [(self.cfg.retrieval_default if r is None else bool(r)) and self.retriever is not None
@@ -152,16 +146,15 @@ class Analyzer:
         rag = [i for i in range(n) if want[i]]
         kw = dict(max_new_tokens=self.cfg.max_new_tokens, batch_size=max(n, 1))
         if plain:
-            answers = generate_scored(self.model, self.processor, [images[i] for i in plain], **kw)
-            for i, g in zip(plain, answers):
-                out[i] = self._answer(g.text, images[i], caps[i], False, token_logprobs=g.token_logprobs)
+            answers = predict_reports(self.model, self.processor, self.family, [images[i] for i in plain], **kw)
+            for i, (result, text) in zip(plain, answers):
+                out[i] = self._answer(result, text, caps[i], False)
         if rag:
-            from safetyvlm.rag.answer import answer_with_retrieval  # LangChain: only when retrieval is asked
-
             answers = answer_with_retrieval(self.model, self.processor, [images[i] for i in rag],
                                             self.retriever, **kw)
             for i, a in zip(rag, answers):
-                out[i] = self._answer(a.text, images[i], caps[i], True, a.passages, a.token_logprobs)
+                result = read_answer(a.text, images[i].size, self.frame, token_logprobs=a.token_logprobs)
+                out[i] = self._answer(result, a.text, caps[i], True, a.passages)
         ms = round((time.perf_counter() - t0) * 1000, 1)
         for a in out:
             a.batch_size, a.generate_ms = n, ms

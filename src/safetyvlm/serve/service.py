@@ -34,6 +34,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from safetyvlm.kb import load_kb
+from safetyvlm.serve.analyzer import Analyzer
 from safetyvlm.serve.config import MULTIPART_SLACK, load_config
 from safetyvlm.serve.images import BadInput, decode_image
 from safetyvlm.serve.openai_compat import chat_completion, parse_chat_request
@@ -81,8 +82,6 @@ class Job(BaseModel):
 @bentoml.service(name="safetyvlm-model", workers=1, traffic={"timeout": CONFIG.timeout_s + 30})
 class VLMRunner:
     def __init__(self) -> None:
-        from safetyvlm.serve.analyzer import Analyzer
-
         self.analyzer = Analyzer(CONFIG)
         self.active, self.last_end = 0, 0.0
         # stay up while the API server drains: exit once no batch has run for a second after drain_s

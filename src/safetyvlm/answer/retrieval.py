@@ -5,6 +5,8 @@
 3. second pass: `generate_scored(..., passages=...)`; the one prompt builder places the passages in its
    delimited block before the unchanged instruction (passages are data, never instructions). Its
    per-token log-probabilities come with the answer, for the tools' scores.
+
+Each `RetrievalAnswer.text` is raw model text: `read_answer` (read.py) turns it into a report in pixels.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from dataclasses import dataclass, field
 
 from safetyvlm.model.generate import generate_reports, generate_scored
 from safetyvlm.parse import parse_report
-from safetyvlm.rag.retrieve import RetrievedPassage
 
 
 @dataclass
@@ -23,8 +24,8 @@ class RetrievalAnswer:
     passage_ids: list[str]                      # ids of the passages in its prompt, in prompt order
     detected: list[str]                         # tools the first pass named (categories, deduplicated)
     first_pass_text: str = ""
-    passages: list[RetrievedPassage] = field(default_factory=list)
-    token_logprobs: list[tuple[int, int, float]] = field(default_factory=list)  # of `text`, for parse_report
+    passages: list = field(default_factory=list)   # the `rag.retrieve.RetrievedPassage`s in its prompt
+    token_logprobs: list[tuple[int, int, float]] = field(default_factory=list)  # of `text`, for read_answer
 
 
 def detected_tools(text: str) -> list[str]:
@@ -47,8 +48,8 @@ def answer_with_retrieval(model, processor, images, retriever, *, k: int | None 
     first = list(first_pass) if first_pass is not None else generate_reports(
         model, processor, images, max_new_tokens=max_new_tokens, batch_size=batch_size, task=first_pass_task)
     detected = [detected_tools(t) for t in first]
-    cache: dict[tuple[str, ...], list[RetrievedPassage]] = {}
-    retrieved: list[list[RetrievedPassage]] = []
+    cache: dict[tuple[str, ...], list] = {}
+    retrieved: list[list] = []
     for tools in detected:
         key = tuple(tools)
         if key not in cache:

@@ -1,6 +1,7 @@
-"""LoRA finetuning of a base VLM on the dataset's full safety reports, with TRL's SFTTrainer.
+"""LoRA finetuning of a base VLM on the dataset's full safety reports with TRL's SFTTrainer: its config (the
+`finetune:` section) and its run over the LoRA skeleton (`run.py`).
 
-Strategies (`lora.py`): `vision`, `language`, `vision_language`. Backends (`loader.choose_backend`):
+Strategies (`model/lora.py`): `vision`, `language`, `vision_language`. Backends (`loader.choose_backend`):
 `hf` (transformers + PEFT; on a GPU optionally 4-bit NF4 and gradient checkpointing) or `unsloth`
 where installed with a GPU. Samples use TRL's `messages` form with `assistant_only_loss=True`, so the
 loss is on the answer only (TRL's prompt/completion form mislabels Mllama: see tests).
@@ -8,14 +9,24 @@ loss is on the answer only (TRL's prompt/completion form mislabels Mllama: see t
 
 from __future__ import annotations
 
-import json
 import logging
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from safetyvlm.answer.plain import predict_reports
 from safetyvlm.config import from_section
+from safetyvlm.data.dataset import load_dataset_dir
+from safetyvlm.eval.detection import UNKNOWN, DetectionScores, match_image
+from safetyvlm.eval.safety import SafetyAgreement
+from safetyvlm.model.boxes import model_frame
+from safetyvlm.model.presets import PRESET_FILE
+from safetyvlm.model.prompts import assistant_message, build_messages, prompt_text, target_text
+from safetyvlm.schema import SafetyReport
+from safetyvlm.train.distributed import MODES
+from safetyvlm.train.run import LoraRun
 
 log = logging.getLogger("safetyvlm.finetune")
 
@@ -58,7 +69,7 @@ class FinetuneConfig:
     # tools, with those passages' ids as the target's `sources`: the model learns to read and cite
     # context, and still answers without it for the rest. 0 disables (no retriever is loaded).
     rag_fraction: float = 0.1
-    # none | ddp | fsdp: run the stage under torchrun with `processes` ranks (model/distributed.py)
+    # none | ddp | fsdp: run the stage under torchrun with `processes` ranks (train/distributed.py)
     distributed: str = "none"
     processes: int | None = None  # None: every GPU, or 2 CPU processes
     # save a resumable Trainer checkpoint every N steps into `<out_dir>.checkpoints/` (0: never); an
@@ -66,8 +77,6 @@ class FinetuneConfig:
     checkpoint_every: int = 0
 
     def __post_init__(self):
-        from safetyvlm.model.distributed import MODES
-
         if self.lm_head_temperature <= 0:
             raise ValueError(f"finetune.lm_head_temperature must be > 0, got {self.lm_head_temperature}")
         if not 0.0 <= self.rag_fraction <= 1.0:
@@ -80,9 +89,7 @@ class FinetuneConfig:
         return from_section(cls, d, "finetune")
 
 
-def report_of(instances: list[dict]):
-    from safetyvlm.schema import SafetyReport
-
+def report_of(instances: list[dict]) -> SafetyReport:
     return SafetyReport.model_validate(
         {"tools": [{k: v for k, v in inst.items()} for inst in instances]}
     )
@@ -97,11 +104,6 @@ def sft_dataset(split, processor, family: str, limit: int | None = None, *, retr
     and each tool's `sources` in the target are the ids of its own passages among them. `length` (the
     prompt + target characters) lets the trainer batch long and short samples apart.
     """
-    import random
-
-    from safetyvlm.model.boxes import model_frame
-    from safetyvlm.model.prompts import assistant_message, build_messages, prompt_text, target_text
-
     frame = model_frame(family, processor)
     if limit is not None:
         split = split.select(range(min(limit, len(split))))
@@ -152,50 +154,38 @@ class _ProgressLog:
         return ProgressLog()
 
 
-def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str, cfg: FinetuneConfig,
-             out_dir: str | Path, retriever=None, live_dir: str | Path | None = None) -> dict:
-    """Train a LoRA adapter; save adapter, merged model + processor, training log and valid metrics.
+class SFTRun(LoraRun):
+    """One (family, strategy) of the finetune matrix from the base at `base_path`; see `finetune`."""
 
-    `retriever` (a `ToolRetriever`) is needed when `cfg.rag_fraction > 0`; `live_dir`: the DVCLive
-    directory of the training curves (None: none written).
-    """
-    import torch
-    from peft import get_peft_model
-    from trl import SFTConfig, SFTTrainer
+    attach_lora_first = True  # before the trainer seeds: the adapter's initial weights follow the run's seed
 
-    from safetyvlm.data.dataset import load_dataset_dir
-    from safetyvlm.live import trainer_callbacks
-    from safetyvlm.model import distributed as dist
-    from safetyvlm.model.loader import load_model
-    from safetyvlm.model.lora import count_lora_layers, make_lora_config
+    def __init__(self, base_path, dataset_dir, family: str, strategy: str, cfg: FinetuneConfig, out_dir,
+                 retriever=None, live_dir: str | Path | None = None):
+        # PEFT modules_to_save: the output layer trains in full (FinetuneConfig.train_lm_head says why)
+        super().__init__(base_path, family, out_dir, strategy=strategy, r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout,
+                         seed=cfg.seed, backend=cfg.backend, load_in_4bit=cfg.load_in_4bit,
+                         gradient_checkpointing=cfg.gradient_checkpointing, distributed=cfg.distributed,
+                         live_dir=live_dir, lora_extra={"modules_to_save": ["lm_head"]} if cfg.train_lm_head else {})
+        self.dataset_dir, self.cfg, self.retriever = dataset_dir, cfg, retriever
+        self.checkpoints = Path(f"{out_dir}.checkpoints")
 
-    torch.manual_seed(cfg.seed)
-    cuda = torch.cuda.is_available()
-    model, processor, info = load_model(
-        base_path, family=family, backend=cfg.backend, load_in_4bit=cfg.load_in_4bit,
-        dtype="bfloat16" if cuda else "float32",
-    )
-    log.info("base %s: backend %s (%s)", base_path, info["backend"], info["backend_reason"])
-    soften_output_layer(model, cfg.lm_head_temperature)
-    extra = {"modules_to_save": ["lm_head"]} if cfg.train_lm_head else {}
-    model = get_peft_model(model, make_lora_config(family, strategy, cfg.r, cfg.alpha, cfg.dropout, **extra))
-    if family == "mllama" and cfg.gradient_checkpointing:
-        from safetyvlm.model.memory import checkpoint_mllama_vision
+    def prepare(self, model):
+        soften_output_layer(model, self.cfg.lm_head_temperature)  # before LoRA wraps the output layer
+        return model
 
-        # transformers' checkpointing skips Mllama's 40 vision layers: 11B QLoRA 74.8 -> 20.5 GiB (memory.py)
-        checkpoint_mllama_vision(model)
-    lora_layers = count_lora_layers(model)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    dd = load_dataset_dir(dataset_dir)
-    if cfg.rag_fraction > 0 and retriever is None:
-        raise ValueError("finetune.rag_fraction > 0 needs a retriever (build data/rag: dvc repro rag-index)")
-    train = sft_dataset(dd["train"], processor, family, cfg.train_images, retriever=retriever,
-                        rag_fraction=cfg.rag_fraction, seed=cfg.seed)
-    rag_samples = sum(train["with_passages"])
-    checkpoints = Path(f"{out_dir}.checkpoints")
-    with dist.output_dir(out_dir) as tmp:
-        args = SFTConfig(
-            output_dir=str(checkpoints if cfg.checkpoint_every else tmp / "trainer"),
+    def build_trainer(self, model, out: Path):
+        from trl import SFTConfig, SFTTrainer
+
+        cfg = self.cfg
+        self.dataset = load_dataset_dir(self.dataset_dir)
+        if cfg.rag_fraction > 0 and self.retriever is None:
+            raise ValueError("finetune.rag_fraction > 0 needs a retriever (build data/rag: dvc repro rag-index)")
+        train = sft_dataset(self.dataset["train"], self.processor, self.family, cfg.train_images,
+                            retriever=self.retriever, rag_fraction=cfg.rag_fraction, seed=cfg.seed)
+        rag_samples = sum(train["with_passages"])
+        args = SFTConfig(**self.trainer_args(
+            out,
+            output_dir=str(self.checkpoints if cfg.checkpoint_every else out / "trainer"),
             max_steps=cfg.steps,
             per_device_train_batch_size=cfg.batch_size,
             gradient_accumulation_steps=cfg.grad_accum,
@@ -207,70 +197,66 @@ def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str
             logging_steps=cfg.log_every,
             save_strategy="steps" if cfg.checkpoint_every else "no",
             save_steps=cfg.checkpoint_every or 500,
-            report_to=[],
-            use_cpu=not cuda,
-            bf16=cuda,
-            seed=cfg.seed,
             max_length=None,  # truncation would cut image tokens
-            **dist.trainer_args(cfg.distributed),
             assistant_only_loss=answer_only_loss_supported(),
-            gradient_checkpointing=cfg.gradient_checkpointing,
-            dataloader_num_workers=0,
-            disable_tqdm=True,
             # passages make a prompt several times longer: batch similar lengths together so a short
             # sample is not padded to a long one's length
             train_sampling_strategy="group_by_length" if rag_samples else "random",
             length_column_name="length",
             remove_unused_columns=False,  # keep `length` for the sampler; the VLM collator ignores it
-        )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=processor,
-                             callbacks=[_ProgressLog.make(cfg.steps),
-                                        *(trainer_callbacks(live_dir) if dist.is_main_process() else [])])
-        resume = None
-        if cfg.checkpoint_every and checkpoints.exists():
+        ))
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=self.processor,
+                             callbacks=[_ProgressLog.make(cfg.steps)])
+        if cfg.checkpoint_every and self.checkpoints.exists():
             from transformers.trainer_utils import get_last_checkpoint
 
-            resume = get_last_checkpoint(str(checkpoints))
-            if resume:
-                log.info("resuming from %s", resume)
-        start = time.perf_counter()
-        trainer.train(resume_from_checkpoint=resume)
-        train_seconds = time.perf_counter() - start
-        history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+            self.resume = get_last_checkpoint(str(self.checkpoints))
+            if self.resume:
+                log.info("resuming from %s", self.resume)
+        return trainer, {"rag_samples": rag_samples, "train_samples": len(train)}
 
-        merged = dist.save_adapter_and_merged(trainer, tmp, base_path, family)
-        if not dist.is_main_process():  # rank 0 writes everything; the others are done
-            return {"rank": dist.rank(), "final_loss": history[-1]["loss"] if history else None}
-        processor.save_pretrained(tmp / "merged")
-        for name in ("safetyvlm_preset.json",):
-            src = Path(info["path"]) / name
-            if src.exists():
-                (tmp / "merged" / name).write_text(src.read_text())
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    def save_merged_extras(self, merged_dir: Path) -> None:
+        preset = Path(self.info["path"]) / PRESET_FILE  # a preset base stays marked as one
+        if preset.exists():
+            (merged_dir / PRESET_FILE).write_text(preset.read_text())
+
+    def metrics(self, run: dict, data: dict, steps: list[dict], merged) -> dict:
+        cfg = self.cfg
         metrics = {
-            "distributed": cfg.distributed,
-            "world_size": dist.world_size(),
-            "resumed_from": Path(resume).name if resume else None,
-            "family": family,
-            "strategy": strategy,
-            "backend": info["backend"],
-            "device": info["device"],
-            "trainable_parameters": trainable,
-            "lora_layers": lora_layers,
+            "distributed": run["distributed"],
+            "world_size": run["world_size"],
+            "resumed_from": Path(self.resume).name if self.resume else None,
+            "family": self.family,
+            "strategy": self.strategy,
+            "backend": run["backend"],
+            "device": run["device"],
+            "trainable_parameters": run["trainable_parameters"],
+            "lora_layers": run["lora_layers"],
             "steps": cfg.steps,
-            "rag_samples": rag_samples,
-            "train_samples": len(train),
-            "train_seconds": round(train_seconds, 1),
-            "final_loss": history[-1]["loss"] if history else None,
+            **data,
+            "train_seconds": run["train_seconds"],
+            "final_loss": steps[-1]["loss"] if steps else None,
         }
         if cfg.eval_images:
-            metrics["valid"] = evaluate_reports(merged, processor, family, dd["valid"], cfg.eval_images,
-                                                cfg.eval_batch_size, cfg.max_new_tokens)
-        (tmp / "train_log.json").write_text(json.dumps(history, indent=1) + "\n")
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (tmp / "config.json").write_text(json.dumps({**asdict(cfg), "base": str(base_path)}, indent=2) + "\n")
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    return metrics
+            metrics["valid"] = evaluate_reports(merged, self.processor, self.family, self.dataset["valid"],
+                                                cfg.eval_images, cfg.eval_batch_size, cfg.max_new_tokens)
+        return metrics
+
+    def config_record(self) -> dict:
+        return {**asdict(self.cfg), "base": str(self.start_model)}
+
+    def finish(self) -> None:
+        shutil.rmtree(self.checkpoints, ignore_errors=True)  # a finished run needs no resume point
+
+
+def finetune(base_path: str, dataset_dir: str | Path, family: str, strategy: str, cfg: FinetuneConfig,
+             out_dir: str | Path, retriever=None, live_dir: str | Path | None = None) -> dict:
+    """Train a LoRA adapter; save adapter, merged model + processor, training log and valid metrics.
+
+    `retriever` (a `ToolRetriever`) is needed when `cfg.rag_fraction > 0`; `live_dir`: the DVCLive
+    directory of the training curves (None: none written).
+    """
+    return SFTRun(base_path, dataset_dir, family, strategy, cfg, out_dir, retriever, live_dir).train()
 
 
 def soften_output_layer(model, temperature: float) -> None:
@@ -307,10 +293,6 @@ def answer_only_loss_supported() -> bool:
 def evaluate_reports(model, processor, family: str, split, n: int, batch_size: int = 25,
                      max_new_tokens: int = 400, passages=None) -> dict:
     """JSON validity, detection, name F1 and KB agreement of the safety fields on `n` rows of `split`."""
-    from safetyvlm.eval.detection import UNKNOWN, DetectionScores, match_image
-    from safetyvlm.eval.safety import SafetyAgreement
-    from safetyvlm.model.predict import predict_reports
-
     rows = split.select(range(min(n, len(split))))
     images = [r["image"] for r in rows]
     start = time.perf_counter()

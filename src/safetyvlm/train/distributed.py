@@ -13,6 +13,7 @@ each rank reads its own share of every global batch. Only rank 0 writes outputs 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -21,6 +22,10 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from safetyvlm.io import atomic_output_dir
+
+log = logging.getLogger("safetyvlm.distributed")
 
 MODES = ("none", "ddp", "fsdp")
 
@@ -62,8 +67,6 @@ def relaunch_if_distributed(mode: str, processes: int | None, script: str, args:
 @contextmanager
 def output_dir(path: str | Path) -> Iterator[Path]:
     """`io.atomic_output_dir(path)` on rank 0; a scratch dir, removed afterwards, on the other ranks."""
-    from safetyvlm.io import atomic_output_dir
-
     if is_main_process():
         with atomic_output_dir(path) as tmp:
             yield tmp
@@ -117,10 +120,7 @@ def trainer_args(mode: str) -> dict:
         import torch
 
         if not torch.cuda.is_available():  # Accelerate applies FSDP to GPUs only; CPU processes get DDP
-            import logging
-
-            logging.getLogger("safetyvlm.distributed").warning(
-                "finetune.distributed=fsdp without CUDA: Accelerate runs DDP across the CPU processes")
+            log.warning("finetune.distributed=fsdp without CUDA: Accelerate runs DDP across the CPU processes")
             return extra
         # FSDP2 (transformers' default), parameters and gradients sharded, full state dict gathered to save
         extra = {"fsdp": True, "fsdp_config": {"version": 2, "reshard_after_forward": True,

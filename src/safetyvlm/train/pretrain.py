@@ -25,8 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
+from safetyvlm.answer.plain import predict_reports
 from safetyvlm.config import from_section
 from safetyvlm.data.dataset import training_render
+from safetyvlm.data.mixture import generic_report_text, prose_documents, safety_phrases
+from safetyvlm.data.render import RenderConfig, render_examples, render_scene
+from safetyvlm.eval.detection import UNKNOWN, DetectionScores
+from safetyvlm.io import atomic_output_dir
+from safetyvlm.live import open_live
+from safetyvlm.model.batch import encode_batch
+from safetyvlm.model.boxes import model_frame, to_model_frame
+from safetyvlm.model.fast_path import qwen_precomputed, use_packed_vision_attention
+from safetyvlm.schema import CATEGORIES, CATEGORY_INDEX
 
 log = logging.getLogger("safetyvlm.base")
 
@@ -85,17 +95,12 @@ class BaseTrainConfig:
 
 def detection_text(instances: list[dict], image_size, frame) -> str:
     """The base task's answer: names and model-frame boxes only, in the contract's key order."""
-    from safetyvlm.model.boxes import to_model_frame
-
     tools = [{"name": i["name"], "bbox_2d": to_model_frame(i["bbox_2d"], image_size, frame)} for i in instances]
     return json.dumps({"tools": tools}, separators=(", ", ": "))
 
 
 def report_text(instances: list[dict], image_size, frame, phrases, rng) -> str:
     """A report answer with generic safety text from the corpus (`data.mixture`), model-frame boxes."""
-    from safetyvlm.data.mixture import generic_report_text
-    from safetyvlm.model.boxes import to_model_frame
-
     tools = [{"name": i["name"], "bbox_2d": to_model_frame(i["bbox_2d"], image_size, frame)} for i in instances]
     return generic_report_text(tools, phrases, rng)
 
@@ -126,8 +131,6 @@ class _RenderedBatches:
 
     def __init__(self, parts: dict, render: dict, seed: int, batch_size: int, report_fraction: float,
                  curriculum: int, aux: bool):
-        from safetyvlm.data.render import RenderConfig
-
         self.parts = parts
         self.cfg = RenderConfig.from_dict({**render, "balanced": False})
         self.easy = RenderConfig.from_dict({**render, "balanced": False, "min_tools": 1, "max_tools": 1})
@@ -137,11 +140,6 @@ class _RenderedBatches:
 
     def batch(self, b: int) -> dict:
         import torch
-
-        from safetyvlm.data.mixture import safety_phrases
-        from safetyvlm.data.render import render_scene
-        from safetyvlm.model.batch import encode_batch
-        from safetyvlm.model.fast_path import qwen_precomputed
 
         if self.phrases is None:
             self.phrases = safety_phrases()
@@ -179,8 +177,6 @@ class _RenderedBatches:
 
 def cell_cover(tools: list[dict], masks: list, grid: tuple[int, int]) -> np.ndarray:
     """(cells, 17) share of each grid cell covered by each class's visible pixels, raster order."""
-    from safetyvlm.schema import CATEGORY_INDEX
-
     gh, gw = grid
     cover = np.zeros((gh * gw, len(CATEGORY_INDEX)), dtype=np.float32)
     for tool, mask in zip(tools, masks):
@@ -196,8 +192,6 @@ def cell_cover(tools: list[dict], masks: list, grid: tuple[int, int]) -> np.ndar
 def vision_grid(family: str, processor, image_size: tuple[int, int]) -> tuple[int, int]:
     """Rows x columns of the vision features the language model reads, for one image."""
     if family == "qwen2_5_vl":
-        from safetyvlm.model.boxes import model_frame
-
         w, h = model_frame(family, processor).extent(image_size)
         f = processor.image_processor.patch_size * processor.image_processor.merge_size
         return h // f, w // f
@@ -276,10 +270,6 @@ def evaluate_base(model, processor, family: str, *, n: int, seed: int, render: d
                   batch_size: int = 50, max_new_tokens: int = 160, task: str = "detect") -> dict:
     """Name F1, detection P/R/F1@0.5, mean IoU, JSON readable / strictly valid, and (report task) the
     share of tools with all four safety fields filled, on `n` freshly rendered scenes."""
-    from safetyvlm.data.render import RenderConfig, render_examples
-    from safetyvlm.eval.detection import UNKNOWN, DetectionScores
-    from safetyvlm.model.predict import predict_reports
-
     examples = list(render_examples(n, seed, RenderConfig.from_dict(render), split="eval"))
     results = predict_reports(model, processor, family, [e.image for e in examples],
                               max_new_tokens=max_new_tokens, batch_size=batch_size, task=task)
@@ -316,8 +306,6 @@ def train_text(model, processor, cfg: BaseTrainConfig, device: str) -> list[dict
     import torch
     from tqdm import tqdm
 
-    from safetyvlm.data.mixture import prose_documents
-
     texts = text_batches(processor, prose_documents(), cfg.text_batch_size, cfg.seed + 1)
     params = _language_params(model)
     opt = torch.optim.AdamW(params, lr=cfg.text_lr, betas=(0.9, 0.95), weight_decay=0.0)
@@ -342,10 +330,6 @@ class _FamilyRun:
 
     def __init__(self, family, model, processor, cfg: BaseTrainConfig, device: str, lr_factor):
         import torch
-
-        from safetyvlm.data.mixture import prose_documents
-        from safetyvlm.model.fast_path import use_packed_vision_attention
-        from safetyvlm.schema import CATEGORIES
 
         self.family, self.model, self.processor, self.cfg, self.device = family, model, processor, cfg, device
         model.to(device=device, dtype=torch.float32)
@@ -412,10 +396,6 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
     import torch
     from tqdm import tqdm
 
-    from safetyvlm.data.render import RenderConfig
-    from safetyvlm.io import atomic_output_dir
-    from safetyvlm.model.boxes import model_frame
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     if device == "cuda":
@@ -446,8 +426,6 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
 
     runs = {f: _FamilyRun(f, model, proc, cfg, device, lr_factor) for f, (model, proc) in parts.items()}
     if live_dir is not None:
-        from safetyvlm.live import open_live
-
         lives = {f: open_live(Path(live_dir) / f) for f in runs}
     else:
         lives = {}
@@ -535,14 +513,14 @@ def train_base(model, processor, family: str, cfg: BaseTrainConfig, out_dir: str
 
 
 def main(argv=None) -> None:
-    """`python -m safetyvlm.model.pretrain --families qwen2_5_vl mllama --out DIR --set minutes=8 ...`:
+    """`python -m safetyvlm.train.pretrain --families qwen2_5_vl mllama --out DIR --set minutes=8 ...`:
     train (or continue, `--set init_from=models/shipped/{family}-tiny`) several bases side by side; the
     GPU runs that made the shipped bases are this command."""
     import argparse
 
     import yaml
 
-    from safetyvlm.model.base import prepare_bases
+    from safetyvlm.train.base import prepare_bases  # the base stage's module, which imports this one
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--families", nargs="+", default=["qwen2_5_vl", "mllama"])

@@ -15,11 +15,14 @@ import shutil
 from pathlib import Path
 
 from safetyvlm.io import atomic_output_dir
+from safetyvlm.kb import load_kb
+from safetyvlm.model.presets import BASE_RECORD, PRESET_NAMES, build_preset_parts
+from safetyvlm.schema import ToolReport
+from safetyvlm.train.pretrain import BaseTrainConfig, train_bases
 
 log = logging.getLogger("safetyvlm.base")
 
 SHIPPED_DIR = Path("models/shipped")
-RECORD = "base_record.json"
 # Measured on the GPU run that made the shipped bases and on 2 CPU cores (see README): used only to
 # tell a user how long `retrain` will take.
 CPU_SAMPLES_PER_SECOND = 25.0
@@ -27,9 +30,6 @@ CPU_SAMPLES_PER_SECOND = 25.0
 
 def tokenizer_texts() -> list[str]:
     """What the tokenizer should make short: every tool's safety fields as they appear in answers."""
-    from safetyvlm.kb import load_kb
-    from safetyvlm.schema import ToolReport
-
     kb = load_kb()
     return [
         ToolReport(name=name, bbox_2d=[0, 0, 1, 1], **kb.safety_fields(name)).model_dump_json()
@@ -41,7 +41,7 @@ def file_hashes(path: Path) -> dict[str, str]:
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(path.iterdir())
-        if p.is_file() and p.name != RECORD
+        if p.is_file() and p.name != BASE_RECORD
     }
 
 
@@ -51,7 +51,7 @@ def shipped_path(family: str, preset: str, root: Path = SHIPPED_DIR) -> Path:
 
 def copy_shipped(family: str, preset: str, out_dir: str | Path, root: Path = SHIPPED_DIR) -> dict:
     src = shipped_path(family, preset, root)
-    record_file = src / RECORD
+    record_file = src / BASE_RECORD
     if not record_file.exists():
         raise FileNotFoundError(
             f"no shipped base for {family}/{preset} at {src}. Set base.retrain: true to train one here "
@@ -62,7 +62,7 @@ def copy_shipped(family: str, preset: str, out_dir: str | Path, root: Path = SHI
     actual = file_hashes(src)
     bad = sorted(k for k, v in expected.items() if actual.get(k) != v)
     if bad or not expected:
-        raise ValueError(f"{src}: files do not match the hashes in {RECORD}: {bad or 'no hashes recorded'}")
+        raise ValueError(f"{src}: files do not match the hashes in {BASE_RECORD}: {bad or 'no hashes recorded'}")
     with atomic_output_dir(out_dir) as tmp:
         for p in src.iterdir():
             if p.is_file():
@@ -71,7 +71,7 @@ def copy_shipped(family: str, preset: str, out_dir: str | Path, root: Path = SHI
 
 
 def estimate(family: str, preset: str, root: Path = SHIPPED_DIR) -> str:
-    record_file = shipped_path(family, preset, root) / RECORD
+    record_file = shipped_path(family, preset, root) / BASE_RECORD
     if record_file.exists():
         record = json.loads(record_file.read_text())
         samples = record.get("total_samples", record["samples"])
@@ -96,17 +96,8 @@ def record_checkpoint(name_or_path: str, family: str, out_dir: str | Path) -> di
         "files": file_hashes(path),
     }
     with atomic_output_dir(out_dir) as tmp:
-        (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        (tmp / BASE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record
-
-
-def base_model_path(base_dir: str | Path) -> str:
-    """Where the finetune loads the base from: the dir itself, or the recorded checkpoint."""
-    base_dir = Path(base_dir)
-    if (base_dir / "config.json").exists():
-        return str(base_dir)
-    record = json.loads((base_dir / RECORD).read_text())
-    return record["path"]
 
 
 def prepare_bases(families: list[str], preset: str, out_dirs: dict, *, train: dict | None = None,
@@ -115,8 +106,6 @@ def prepare_bases(families: list[str], preset: str, out_dirs: dict, *, train: di
     or continued from `train.init_from` (`{family}` is filled in), and record each one's provenance;
     `live_dir`: DVCLive curves under `live_dir/<family>`."""
     import torch
-
-    from safetyvlm.model.pretrain import BaseTrainConfig, train_bases
 
     cfg = BaseTrainConfig.from_dict(train or {})
     if not torch.cuda.is_available():
@@ -129,11 +118,9 @@ def prepare_bases(families: list[str], preset: str, out_dirs: dict, *, train: di
 
             src = Path(cfg.init_from.format(family=family))
             model, processor, _ = load_model(str(src), family=family, dtype="float32", device="cpu")
-            prev_file = src / RECORD
+            prev_file = src / BASE_RECORD
             previous[family] = json.loads(prev_file.read_text()) if prev_file.exists() else None
         else:
-            from safetyvlm.model.presets import build_preset_parts
-
             model, processor, _ = build_preset_parts(family, preset, tokenizer_texts())
         parts[family] = (model, processor)
     records = train_bases(parts, cfg, out_dirs, live_dir=live_dir)
@@ -145,14 +132,12 @@ def prepare_bases(families: list[str], preset: str, out_dirs: dict, *, train: di
         record["preset"] = preset
         out = Path(out_dirs[family])
         record["files"] = file_hashes(out)
-        (out / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        (out / BASE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return records
 
 
 def prepare_base(family: str, name_or_path: str, out_dir: str | Path, *, retrain: bool = False,
                  train: dict | None = None, shipped_root: Path = SHIPPED_DIR) -> dict:
-    from safetyvlm.model.presets import PRESET_NAMES
-
     if name_or_path not in PRESET_NAMES:
         return record_checkpoint(name_or_path, family, out_dir)
     if not retrain:
