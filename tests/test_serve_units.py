@@ -27,9 +27,9 @@ def test_config_layers_file_then_env(tmp_path):
     f = tmp_path / "serve.yaml"
     f.write_text("serve:\n  max_batch_size: 4\n  max_new_tokens: 50\n")
     cfg = load_config(f, environ={"SAFETYVLM_MAX_NEW_TOKENS": "32", "SAFETYVLM_TORCH_THREADS": "1",
-                                  "SAFETYVLM_RETRIEVAL_DEFAULT": "off", "SAFETYVLM_RAG": "none"})
+                                  "SAFETYVLM_RETRIEVAL_DEFAULT": "on", "SAFETYVLM_RAG": "none"})
     assert (cfg.max_batch_size, cfg.max_new_tokens, cfg.torch_threads) == (4, 32, 1)
-    assert cfg.retrieval_default is False and cfg.rag is None
+    assert cfg.retrieval_default is True and cfg.rag is None
 
 
 def test_grounding_and_the_corpus_bound_are_on_unless_turned_off(tmp_path):

@@ -37,7 +37,9 @@ class ServeConfig:
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     dtype: str = "auto"
     rag: str | None = None             # an index dir; None: the index bundled with a packaged model, if any
-    retrieval_default: bool = True     # used when a request does not say (and an index is loaded)
+    # used when a request does not say (and an index is loaded). Off: with passages in the prompt the
+    # shipped tiny models answer worse on every measured column (metrics/results.md, "+ RAG" rows)
+    retrieval_default: bool = False
     ground: bool = True                # safety fields and sources from the knowledge base, by tool name
     corpus_bound: bool = True          # only chunks of the hash-checked corpus may reach a prompt
     max_new_tokens: int = 400
