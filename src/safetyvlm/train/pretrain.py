@@ -70,7 +70,7 @@ class BaseTrainConfig:
     # hundreds of thousands of steps a base becomes certain of its own wording: a knowledge-base phrase
     # then costs 15-25 nats a token, and the finetune's first steps are spent (and its boxes damaged)
     # unlearning that certainty, where a real pretrained model finds other wording merely unlikely.
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.0
     curriculum_samples: int = 0  # the first scenes show one tool each (easier to start seeing)
     # Language exposure: every `text_every` steps (0: never) also a batch of plain text about the
     # tools (the retrieval corpus's passages and the class names' synonyms), the stand-in for the web
