@@ -9,7 +9,7 @@ from safetyvlm.model.batch import encode_batch
 from safetyvlm.model.boxes import model_frame
 from safetyvlm.model.fast_path import PACKED_ATTENTION, qwen_precomputed, use_packed_vision_attention
 from safetyvlm.model.presets import build_preset_parts
-from safetyvlm.train.pretrain import detection_text
+from safetyvlm.model.prompts import detection_text
 
 
 def _batch(proc, sizes):

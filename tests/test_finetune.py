@@ -133,3 +133,23 @@ def test_softened_output_layer_keeps_greedy_tokens_and_scales_logits():
     assert after.argmax(-1).equal(before.argmax(-1))
     with pytest.raises(ValueError, match="lm_head_temperature"):
         FinetuneConfig(lm_head_temperature=0.0)
+
+
+@pytest.mark.slow
+def test_output_layer_learns_at_its_own_rate(dataset_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    def head_shift(scale):
+        out = tmp_path / f"ft-{scale}"
+        finetune(str(SHIPPED / "qwen2_5_vl-tiny"), dataset_dir, "qwen2_5_vl", "language",
+                 small_cfg(steps=3, eval_images=0, lm_head_lr_scale=scale), out)
+        head = {k: v for k, v in load_file(out / "merged" / "model.safetensors").items() if "lm_head" in k}
+        base = {k: v for k, v in load_file(SHIPPED / "qwen2_5_vl-tiny" / "model.safetensors").items() if "lm_head" in k}
+        return max((head[k].float() - base[k].float()).abs().max().item() for k in base)
+
+    # Adam moves a weight by about lr a step: three steps at the full rate move the head by ~3 * 3e-3,
+    # at a hundredth of it by ~1e-4 (bf16 weights round to ~1e-3 of their size, hence the margin)
+    full, slow = head_shift(1.0), head_shift(0.01)
+    assert full > 3e-3 and slow < full / 5
+    with pytest.raises(ValueError, match="lm_head_lr_scale"):
+        FinetuneConfig(lm_head_lr_scale=0.0)

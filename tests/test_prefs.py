@@ -161,3 +161,26 @@ def test_sft_samples_with_retrieved_context_cite_their_tools_passages(dataset, t
     assert 0 < sum(half["with_passages"]) < len(split)
     with pytest.raises(ValueError, match="rag_fraction"):
         FinetuneConfig(rag_fraction=1.5)
+
+
+def test_sft_detect_replay_asks_names_and_boxes_and_keeps_the_retrieval_rows(dataset, tiny_retriever):
+    from safetyvlm.model.prompts import DETECT_INSTRUCTION
+    from safetyvlm.train.sft import FinetuneConfig, sft_dataset
+
+    _, processor, _ = load_model(SHIPPED / "qwen2_5_vl-tiny", dtype="float32")
+    split = dataset["train"]
+    rag = dict(retriever=tiny_retriever, rag_fraction=0.5, seed=1)
+    half = sft_dataset(split, processor, "qwen2_5_vl", **rag)
+    replay = sft_dataset(split, processor, "qwen2_5_vl", detect_fraction=1.0, **rag)
+    assert replay["with_passages"] == half["with_passages"]  # the replay draws from its own stream
+    for sample, row, with_passages in zip(replay, split, half["with_passages"]):
+        prompt = sample["messages"][0]["content"][1]["text"]
+        target = json.loads(sample["messages"][1]["content"][0]["text"])
+        if with_passages:
+            assert prompt.endswith(INSTRUCTION) and "primary_function" in target["tools"][0]
+        else:
+            assert prompt == DETECT_INSTRUCTION
+            assert [set(t) for t in target["tools"]] == [{"name", "bbox_2d"}] * len(row["instances"])
+            assert [t["name"] for t in target["tools"]] == [i["name"] for i in row["instances"]]
+    with pytest.raises(ValueError, match="detect_fraction"):
+        FinetuneConfig(detect_fraction=-0.1)

@@ -9,7 +9,8 @@ from safetyvlm.data.render import RenderConfig, render_scene
 from safetyvlm.model.batch import encode_batch
 from safetyvlm.model.boxes import model_frame
 from safetyvlm.model.presets import build_preset_parts
-from safetyvlm.train.pretrain import BaseTrainConfig, _FamilyRun, detection_text
+from safetyvlm.model.prompts import detection_text
+from safetyvlm.train.pretrain import BaseTrainConfig, _FamilyRun
 
 
 def test_label_smoothing_matches_the_model_loss_at_the_limit_and_adds_to_it_above():

@@ -14,6 +14,7 @@ model learns its box frame (`boxes.py`) from its training targets. `task="detect
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 from safetyvlm.model.boxes import ModelFrame, to_model_frame
@@ -91,3 +92,10 @@ def target_text(report: SafetyReport, image_size: Sequence[int], frame: ModelFra
     `sources` are kept only with `with_sources=True`, i.e. when the prompt carried passages.
     """
     return frame_report(report, image_size, frame).to_json(with_sources=with_sources)
+
+
+def detection_text(instances: Sequence[Mapping], image_size: Sequence[int], frame: ModelFrame) -> str:
+    """The detect prompt's answer (the base task): names and model-frame boxes only, in the contract's
+    key order."""
+    tools = [{"name": i["name"], "bbox_2d": to_model_frame(i["bbox_2d"], image_size, frame)} for i in instances]
+    return json.dumps({"tools": tools}, separators=(", ", ": "))

@@ -35,6 +35,7 @@ from safetyvlm.io import atomic_output_dir
 from safetyvlm.live import open_live
 from safetyvlm.model.batch import encode_batch
 from safetyvlm.model.boxes import model_frame, to_model_frame
+from safetyvlm.model.prompts import detection_text
 from safetyvlm.model.fast_path import qwen_precomputed, use_packed_vision_attention
 from safetyvlm.schema import CATEGORIES, CATEGORY_INDEX
 
@@ -91,12 +92,6 @@ class BaseTrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "BaseTrainConfig":
         return from_section(cls, d, "base.train")
-
-
-def detection_text(instances: list[dict], image_size, frame) -> str:
-    """The base task's answer: names and model-frame boxes only, in the contract's key order."""
-    tools = [{"name": i["name"], "bbox_2d": to_model_frame(i["bbox_2d"], image_size, frame)} for i in instances]
-    return json.dumps({"tools": tools}, separators=(", ", ": "))
 
 
 def report_text(instances: list[dict], image_size, frame, phrases, rng) -> str:

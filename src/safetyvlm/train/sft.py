@@ -23,7 +23,7 @@ from safetyvlm.eval.detection import UNKNOWN, DetectionScores, match_image
 from safetyvlm.eval.safety import SafetyAgreement
 from safetyvlm.model.boxes import model_frame
 from safetyvlm.model.presets import PRESET_FILE
-from safetyvlm.model.prompts import assistant_message, build_messages, prompt_text, target_text
+from safetyvlm.model.prompts import assistant_message, build_messages, detection_text, prompt_text, target_text
 from safetyvlm.schema import SafetyReport
 from safetyvlm.train.distributed import MODES
 from safetyvlm.train.run import LoraRun
@@ -65,10 +65,19 @@ class FinetuneConfig:
     # cost it ~9 nats a token, and 3 brings that to ~5 (measured on the shipped bases), so the first steps
     # teach the wording instead of undoing certainty. 1: off.
     lm_head_temperature: float = 1.0
+    # The fully trained output layer learns at lr * this. Adam moves every weight that sees any gradient
+    # by about lr a step, whatever the gradient's size, so at the LoRA's lr the rows of the class names
+    # (which the base already ranks well) drift as fast as those of the new wording. 1: the LoRA's lr.
+    lm_head_lr_scale: float = 1.0
     # Share of train samples whose prompt carries passages retrieved (rag-index) for the sample's own
     # tools, with those passages' ids as the target's `sources`: the model learns to read and cite
     # context, and still answers without it for the rest. 0 disables (no retriever is loaded).
     rag_fraction: float = 0.1
+    # Share of the other train samples asked the detect prompt (names and boxes only, the base's own
+    # task) instead of the report: replay that keeps the base's class decisions while the report's
+    # wording is learned (the wording's loss outweighs the few name tokens and shifts which classes
+    # the model names). 0 disables.
+    detect_fraction: float = 0.0
     # none | ddp | fsdp: run the stage under torchrun with `processes` ranks (train/distributed.py)
     distributed: str = "none"
     processes: int | None = None  # None: every GPU, or 2 CPU processes
@@ -79,8 +88,11 @@ class FinetuneConfig:
     def __post_init__(self):
         if self.lm_head_temperature <= 0:
             raise ValueError(f"finetune.lm_head_temperature must be > 0, got {self.lm_head_temperature}")
-        if not 0.0 <= self.rag_fraction <= 1.0:
-            raise ValueError(f"finetune.rag_fraction must be within [0, 1], got {self.rag_fraction}")
+        if self.lm_head_lr_scale <= 0:
+            raise ValueError(f"finetune.lm_head_lr_scale must be > 0, got {self.lm_head_lr_scale}")
+        for name in ("rag_fraction", "detect_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"finetune.{name} must be within [0, 1], got {getattr(self, name)}")
         if self.distributed not in MODES:
             raise ValueError(f"finetune.distributed must be one of {', '.join(MODES)}; got {self.distributed!r}")
 
@@ -96,19 +108,23 @@ def report_of(instances: list[dict]) -> SafetyReport:
 
 
 def sft_dataset(split, processor, family: str, limit: int | None = None, *, retriever=None,
-                rag_fraction: float = 0.0, seed: int = 0):
+                rag_fraction: float = 0.0, detect_fraction: float = 0.0, seed: int = 0):
     """Dataset rows -> TRL `messages` samples: the one prompt, the target in the model's box frame.
 
     With a `retriever`, a seeded `rag_fraction` of the rows get the passages it returns for the row's
     ground-truth tools in their prompt (as at inference, where the first pass's tools drive retrieval),
     and each tool's `sources` in the target are the ids of its own passages among them. `length` (the
-    prompt + target characters) lets the trainer batch long and short samples apart.
+    prompt + target characters) lets the trainer batch long and short samples apart. A seeded
+    `detect_fraction` of the rows without passages are asked the detect prompt, answered with names and
+    boxes only.
     """
     frame = model_frame(family, processor)
     if limit is not None:
         split = split.select(range(min(limit, len(split))))
     rng = random.Random(seed)
     use_rag = [retriever is not None and rng.random() < rag_fraction for _ in range(len(split))]
+    detect_rng = random.Random(f"detect-{seed}")  # its own stream: the rows with passages stay the same
+    detect = [detect_rng.random() < detect_fraction and not r for r in use_rag]
     cache: dict[tuple[str, ...], list] = {}
 
     def passages_for(tools: list[str]):
@@ -120,6 +136,10 @@ def sft_dataset(split, processor, family: str, limit: int | None = None, *, retr
     def to_sample(row, idx):
         image = row["image"]
         report = report_of(row["instances"])
+        if detect[idx]:
+            target = detection_text(row["instances"], image.size, frame)
+            return {"images": [image], "messages": build_messages(task="detect") + [assistant_message(target)],
+                    "length": len(prompt_text(task="detect")) + len(target), "with_passages": False}
         passages = None
         if use_rag[idx]:
             retrieved = passages_for([t.name for t in report.tools])
@@ -181,7 +201,8 @@ class SFTRun(LoraRun):
         if cfg.rag_fraction > 0 and self.retriever is None:
             raise ValueError("finetune.rag_fraction > 0 needs a retriever (build data/rag: dvc repro rag-index)")
         train = sft_dataset(self.dataset["train"], self.processor, self.family, cfg.train_images,
-                            retriever=self.retriever, rag_fraction=cfg.rag_fraction, seed=cfg.seed)
+                            retriever=self.retriever, rag_fraction=cfg.rag_fraction,
+                            detect_fraction=cfg.detect_fraction, seed=cfg.seed)
         rag_samples = sum(train["with_passages"])
         args = SFTConfig(**self.trainer_args(
             out,
@@ -206,7 +227,7 @@ class SFTRun(LoraRun):
             remove_unused_columns=False,  # keep `length` for the sampler; the VLM collator ignores it
         ))
         trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=self.processor,
-                             callbacks=[_ProgressLog.make(cfg.steps)])
+                             callbacks=[_ProgressLog.make(cfg.steps)], optimizers=(self.optimizer(model), None))
         if cfg.checkpoint_every and self.checkpoints.exists():
             from transformers.trainer_utils import get_last_checkpoint
 
@@ -214,6 +235,20 @@ class SFTRun(LoraRun):
             if self.resume:
                 log.info("resuming from %s", self.resume)
         return trainer, {"rag_samples": rag_samples, "train_samples": len(train)}
+
+    def optimizer(self, model):
+        """None (the Trainer's own AdamW) unless the output layer learns at its own rate."""
+        if self.cfg.lm_head_lr_scale == 1.0:
+            return None
+        import torch
+
+        head, rest = [], []
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                (head if "lm_head" in name else rest).append(p)
+        groups = [{"params": rest}, {"params": head, "lr": self.cfg.lr * self.cfg.lm_head_lr_scale}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.cfg.lr,
+                                 weight_decay=self.cfg.weight_decay)
 
     def save_merged_extras(self, merged_dir: Path) -> None:
         preset = Path(self.info["path"]) / PRESET_FILE  # a preset base stays marked as one
