@@ -2,6 +2,7 @@
 
     python benchmarks/load_test.py                 # the full run (README figures), a few minutes on 2 cores
     python benchmarks/load_test.py --quick         # what the test runs (tests/test_serve_load.py)
+    python benchmarks/load_test.py --device cuda --cache static --model DIR   # the service on a GPU
 
 Phases, each against a fresh server with the shipped tiny model (`max_new_tokens` fixed, torch_threads=1):
   mix       adaptive batching on (max_batch_size 32): a round-robin mix of valid images and every bad-input
@@ -148,15 +149,15 @@ def summarize(records: list[dict], users: int) -> dict:
 class BareModel:
     """What the model process does for one request, in this process: decode + Analyzer.analyze."""
 
-    def __init__(self):
+    def __init__(self, model: str = str(TINY), device: str = "auto", cache: str = "dynamic"):
         import torch
 
         from safetyvlm.serve.analyzer import Analyzer
         from safetyvlm.serve.config import ServeConfig
 
         torch.set_num_threads(1)  # as the service (SAFETYVLM_TORCH_THREADS=1)
-        self.analyzer = Analyzer(ServeConfig(model=str(TINY), torch_threads=1, max_new_tokens=MAX_NEW_TOKENS,
-                                             rag=None))
+        self.analyzer = Analyzer(ServeConfig(model=model, torch_threads=1, max_new_tokens=MAX_NEW_TOKENS,
+                                             rag=None, device=device, cache=cache))
 
     def __call__(self, image: bytes) -> float:
         from safetyvlm.serve.images import decode_image
@@ -167,12 +168,12 @@ class BareModel:
         return (time.perf_counter() - t0) * 1000
 
 
-def interleaved_overhead(url: str, image: bytes, n: int) -> dict:
+def interleaved_overhead(url: str, image: bytes, n: int, **model) -> dict:
     """p50 of /analyze at concurrency 1 vs p50 of the bare call, alternating one of each, so that the load
     of other jobs on the machine weighs on both alike."""
     import requests
 
-    bare, service, http = BareModel(), [], requests.Session()
+    bare, service, http = BareModel(**model), [], requests.Session()
     direct = []
     for i in range(n + 2):
         t0 = time.perf_counter()
@@ -189,20 +190,24 @@ def interleaved_overhead(url: str, image: bytes, n: int) -> dict:
             "overhead": round(s50 / b50 - 1, 3)}
 
 
-def server_settings(batch: int) -> dict:
+def server_settings(batch: int, model: str = str(TINY), device: str = "auto", cache: str = "dynamic") -> dict:
     return dict(SAFETYVLM_MAX_NEW_TOKENS=MAX_NEW_TOKENS, SAFETYVLM_MAX_BATCH_SIZE=batch,
                 SAFETYVLM_MAX_LATENCY_MS=60000, SAFETYVLM_MAX_BODY_BYTES=MAX_BODY, SAFETYVLM_MAX_PIXELS=MAX_PIXELS,
-                SAFETYVLM_RETRIEVAL_DEFAULT="false")
+                SAFETYVLM_RETRIEVAL_DEFAULT="false", SAFETYVLM_MODEL=model, SAFETYVLM_DEVICE=device,
+                SAFETYVLM_CACHE=cache)
 
 
 def run(levels: dict[int, int], batching_requests: int, overhead_requests: int, workdir: Path,
-        time_limit: int = 240, log=print) -> dict:
+        time_limit: int = 240, log=print, **model) -> dict:
+    """`model`: model, device and cache of the served model (server_settings; default the tiny model on
+    the CPU with the dynamic cache)."""
     mix = write_payloads(workdir / "mix")
     valid = write_payloads(workdir / "valid", valid_only=True)
     one = write_payloads(workdir / "one", valid_only=True, only="scene3")
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform(terse=True)}",
-              "load_average_at_start": os.getloadavg(), "max_new_tokens": MAX_NEW_TOKENS, "levels": []}
-    with ServeProcess(workdir, workdir / "batch32.log", **server_settings(32)) as srv:
+              "load_average_at_start": os.getloadavg(), "max_new_tokens": MAX_NEW_TOKENS, "levels": [],
+              "model": {"model": str(TINY), "device": "auto", "cache": "dynamic", **model}}
+    with ServeProcess(workdir, workdir / "batch32.log", **server_settings(32, **model)) as srv:
         log(f"server (batching on) ready in {srv.ready_seconds:.1f} s; RSS {srv.rss_mb():.0f} MB")
         run_locust(srv.url, one, 1, 3, workdir, time_limit)  # warm-up
         for users, n in levels.items():
@@ -220,7 +225,7 @@ def run(levels: dict[int, int], batching_requests: int, overhead_requests: int, 
         result["peak_rss_mb"] = {"total": round(sum(p for _, p in mem.values())),
                                  "model_worker": round(mem.get(srv.model_worker(), (0, 0))[1]),
                                  "processes": len(mem)}
-    with ServeProcess(workdir, workdir / "batch1.log", **server_settings(1)) as srv:
+    with ServeProcess(workdir, workdir / "batch1.log", **server_settings(1, **model)) as srv:
         run_locust(srv.url, one, 1, 3, workdir, time_limit)
         s = run_locust(srv.url, valid, 32, batching_requests, workdir, time_limit)
         result["batching_off"] = s
@@ -229,7 +234,7 @@ def run(levels: dict[int, int], batching_requests: int, overhead_requests: int, 
         result["service_c1_batching_off"] = s
         log("one image, c=1, batching off: " + json.dumps(s))
         image = (Path(one).parent / json.loads(Path(one).read_text())[0]["file"]).read_bytes()
-        result["interleaved"] = interleaved_overhead(srv.url, image, overhead_requests)
+        result["interleaved"] = interleaved_overhead(srv.url, image, overhead_requests, **model)
         log("interleaved, c=1, batching off: " + json.dumps(result["interleaved"]))
     result["batching_speedup"] = round(result["batching_on"]["valid_rps"] / result["batching_off"]["valid_rps"], 2)
     # adaptive batching may hold a lone request for a moment hoping for batch-mates: report both servers
@@ -258,6 +263,7 @@ def table(r: dict) -> str:
              f"{r['service_p50_ms']} ms with adaptive batching ({r['overhead'] * 100:+.1f}%)",
              f"peak RSS of the server processes: {r['peak_rss_mb']['total']} MB in {r['peak_rss_mb']['processes']} "
              f"(model worker {r['peak_rss_mb']['model_worker']} MB)",
+             f"model: {r['model']['model']} on {r['model']['device']}, {r['model']['cache']} cache",
              f"machine: {r['machine']}; load average at start {', '.join(f'{x:.1f}' for x in r['load_average_at_start'])}"]
     return "\n".join(rows)
 
@@ -266,13 +272,17 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the short version the test runs")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "load.json"))
+    ap.add_argument("--model", default=str(TINY), help="a model directory or model-store tag to serve")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ap.add_argument("--cache", default="dynamic", choices=["dynamic", "static"], help="the KV cache of generation")
     args = ap.parse_args(argv)
     if args.quick:
         levels, nb, no = {1: 12, 8: 40, 32: 64}, 64, 16
     else:
         levels, nb, no = {1: 60, 8: 240, 32: 480}, 192, 40
     with tempfile.TemporaryDirectory(prefix="safetyvlm-load-") as tmp:
-        r = run(levels, nb, no, Path(tmp), time_limit=90 if args.quick else 300)
+        r = run(levels, nb, no, Path(tmp), time_limit=90 if args.quick else 300, model=args.model,
+                device=args.device, cache=args.cache)
     print(table(r))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

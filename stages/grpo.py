@@ -7,11 +7,11 @@ import logging
 import sys
 
 import yaml
-from datasets import load_from_disk
 
 from safetyvlm.data.dataset import load_dataset_dir
 from safetyvlm import headline
 from safetyvlm.io import atomic_write_json
+from safetyvlm.prefs.pairs import load_pairs
 from safetyvlm.train.distributed import is_main_process, relaunch_if_distributed
 from safetyvlm.train.preferences import PrefsConfig, train_preferences
 
@@ -24,7 +24,7 @@ ft = params["finetune"]
 relaunch_if_distributed(ft.get("distributed", "none"), ft.get("processes"), __file__, [family])
 metrics = train_preferences(
     f"models/finetune/{family}-{cfg.strategy}/merged", family, cfg, f"models/final/{family}",
-    pairs=load_from_disk(f"data/pairs/{family}") if cfg.method == "dpo" else None,
+    pairs=load_pairs(f"data/pairs/{family}") if cfg.method == "dpo" else None,
     train_split=load_dataset_dir("data/dataset")["train"] if cfg.method == "grpo" else None,
     backend=ft.get("backend", "auto"), load_in_4bit=ft.get("load_in_4bit", False),
     gradient_checkpointing=ft.get("gradient_checkpointing", False), distributed=ft.get("distributed", "none"),

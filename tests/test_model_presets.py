@@ -322,6 +322,31 @@ def test_generate_scored_gives_each_token_its_characters_and_its_probability(fam
     assert [lp for _, _, lp in scored[0].token_logprobs] == pytest.approx(expected, abs=1e-4)
 
 
+def test_a_static_cache_gives_the_same_greedy_answers_and_probabilities(family, loaded):
+    """`cache="static"` (what the GPU service uses, for fixed shapes) changes where keys and values live,
+    not what is decoded: the same texts and token log-probabilities as the dynamic cache."""
+    from safetyvlm.model.generate import generate_scored
+
+    model, processor, _ = loaded
+    imgs = images(3)
+    dynamic = generate_scored(model, processor, imgs, max_new_tokens=12, batch_size=2)
+    asked, generate = [], model.generate
+    def spy(**kw):  # records which cache each generate call was asked for
+        asked.append(kw.get("cache_implementation"))
+        return generate(**kw)
+    model.generate = spy
+    try:
+        static = generate_scored(model, processor, imgs, max_new_tokens=12, batch_size=2, cache="static")
+    finally:
+        del model.generate
+    assert asked == ["static", "static"]
+    assert [g.text for g in static] == [g.text for g in dynamic]
+    for s, d in zip(static, dynamic):
+        assert [lp for *_, lp in s.token_logprobs] == pytest.approx([lp for *_, lp in d.token_logprobs], abs=1e-4)
+    with pytest.raises(ValueError, match="cache must be one of"):
+        generate_scored(model, processor, imgs[:1], max_new_tokens=2, cache="paged")
+
+
 def test_trl_messages_collator_labels_exactly_what_encode_batch_labels(family, loaded):
     """TRL's `messages` form with `assistant_only_loss=True` trains on the same tokens as encode_batch.
 

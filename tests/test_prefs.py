@@ -13,7 +13,7 @@ from safetyvlm.data.dataset import DatasetParams, build_dataset, load_dataset_di
 from safetyvlm.model.boxes import model_frame
 from safetyvlm.model.loader import load_model
 from safetyvlm.model.prompts import INSTRUCTION, assistant_message, build_messages, target_text
-from safetyvlm.prefs.pairs import build_pairs, select_pairs
+from safetyvlm.prefs.pairs import build_pairs, load_pairs, select_pairs
 from safetyvlm.prefs.rewards import REWARD_NAMES as REWARDS
 from safetyvlm.rag.config import RagConfig
 from safetyvlm.rag.index import load_retriever
@@ -81,6 +81,19 @@ def test_select_pairs_keeps_exactly_those_beating_the_margin():
     assert len(none) == 0 and m0["kept_share"] == 0.0
 
 
+def test_a_pair_set_saved_by_the_stage_loads_back_even_when_empty(tmp_path):
+    from PIL import Image
+
+    scores = {"total": 0.9, **dict.fromkeys(REWARDS, 0.9)}
+    records = [{"row": 4, "image": Image.new("RGB", (8, 8)), "chosen": "{}", "rejected": "{}",
+                "chosen_scores": scores, "rejected_scores": {**scores, "total": 0.1}}]
+    for margin, rows in ((0.5, [4]), (2.0, [])):  # datasets saves a set with no pair without any data file
+        kept, _ = select_pairs(records, margin)
+        kept.save_to_disk(str(tmp_path / str(margin)))
+        loaded = load_pairs(tmp_path / str(margin))
+        assert loaded["row"] == rows and {"images", "prompt", "chosen", "rejected"} <= set(loaded.column_names)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "mllama"])
 def test_dpo_steps_raise_the_margin_and_save_a_loadable_model(dataset, tmp_path, family):
@@ -131,8 +144,10 @@ def test_grpo_on_mllama_is_a_clear_error(dataset, tmp_path):
 
 def test_no_pairs_keeps_the_finetuned_model_and_says_so(tmp_path):
     empty = Dataset.from_dict({"images": [], "prompt": [], "chosen": [], "rejected": []})
-    m = train_preferences(SHIPPED / "qwen2_5_vl-tiny", "qwen2_5_vl", PrefsConfig(), tmp_path / "final", pairs=empty)
+    m = train_preferences(SHIPPED / "qwen2_5_vl-tiny", "qwen2_5_vl", PrefsConfig(), tmp_path / "final", pairs=empty,
+                          live_dir=tmp_path / "live")
     assert m["trained"] is False and m["pairs"] == 0
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text()) == {"trained": False, "pairs": 0}
     assert (tmp_path / "final" / "merged" / "model.safetensors").read_bytes() == \
         (SHIPPED / "qwen2_5_vl-tiny" / "model.safetensors").read_bytes()
 
@@ -184,3 +199,34 @@ def test_sft_detect_replay_asks_names_and_boxes_and_keeps_the_retrieval_rows(dat
             assert [t["name"] for t in target["tools"]] == [i["name"] for i in row["instances"]]
     with pytest.raises(ValueError, match="detect_fraction"):
         FinetuneConfig(detect_fraction=-0.1)
+
+
+def test_sft_retrieval_samples_with_distractors_do_not_give_the_names_away(dataset, tiny_retriever):
+    from safetyvlm.train.sft import FinetuneConfig, sft_dataset
+
+    _, processor, _ = load_model(SHIPPED / "qwen2_5_vl-tiny", dtype="float32")
+    split = dataset["train"]
+    def uncited(samples):  # samples whose prompt carries passages that no tool of the answer cites
+        n = 0
+        for sample in samples:
+            prompt = sample["messages"][0]["content"][1]["text"]
+            ids = {line.split('"')[1] for line in prompt.splitlines() if line.startswith("<passage id=")}
+            target = json.loads(sample["messages"][1]["content"][0]["text"])
+            n += bool(ids - {s for tool in target["tools"] for s in tool["sources"]})
+        return n
+
+    own = sft_dataset(split, processor, "qwen2_5_vl", retriever=tiny_retriever, rag_fraction=1.0)
+    mixed = sft_dataset(split, processor, "qwen2_5_vl", retriever=tiny_retriever, rag_fraction=1.0,
+                        rag_distractors=2)
+    for sample, row in zip(mixed, split):
+        prompt = sample["messages"][0]["content"][1]["text"]
+        target = json.loads(sample["messages"][1]["content"][0]["text"])
+        ids = [line.split('"')[1] for line in prompt.splitlines() if line.startswith("<passage id=")]
+        for tool in target["tools"]:  # a tool cites only passages of its own category
+            assert set(tool["sources"]) <= set(ids)
+            assert all(tool["name"].lower().split()[0] in s or s.startswith(tool["name"].lower().replace(" ", "-"))
+                       for s in tool["sources"])
+    # every prompt now carries passages of tools the image does not show; without distractors few do
+    assert uncited(mixed) == len(split) > uncited(own)
+    with pytest.raises(ValueError, match="rag_distractors"):
+        FinetuneConfig(rag_distractors=-1)

@@ -47,6 +47,7 @@ def test_grounding_and_the_corpus_bound_are_on_unless_turned_off(tmp_path):
     ({"SAFETYVLM_MAX_BATCH_SIZE": "0"}, "max_batch_size must be >= 1"),
     ({"SAFETYVLM_RETRIEVAL_DEFAULT": "maybe"}, "SAFETYVLM_RETRIEVAL_DEFAULT: expected a boolean"),
     ({"SAFETYVLM_MAX_PIXELS": "lots"}, "SAFETYVLM_MAX_PIXELS"),
+    ({"SAFETYVLM_CACHE": "paged"}, "cache must be one of"),
 ])
 def test_config_errors_name_the_setting(env, message):
     with pytest.raises(ValueError, match=message):

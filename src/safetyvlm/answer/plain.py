@@ -9,11 +9,12 @@ from safetyvlm.parse import ParseResult
 
 
 def predict_reports(model, processor, family: str, images, *, max_new_tokens: int = 400,
-                    batch_size: int = 8, passages=None, task: str = "report") -> list[tuple[ParseResult, str]]:
+                    batch_size: int = 8, passages=None, task: str = "report", cache: str = "dynamic"
+                    ) -> list[tuple[ParseResult, str]]:
     """(parsed report with boxes in image pixels, raw text) per image, in order; each tool carries
-    its `score`, the model's probability of its name."""
+    its `score`, the model's probability of its name. `cache`: the KV cache (`generate_scored`)."""
     frame = model_frame(family, processor)
     answers = generate_scored(model, processor, images, max_new_tokens=max_new_tokens,
-                              batch_size=batch_size, passages=passages, task=task)
+                              batch_size=batch_size, passages=passages, task=task, cache=cache)
     return [(read_answer(answer.text, image.size, frame, token_logprobs=answer.token_logprobs), answer.text)
             for image, answer in zip(images, answers)]

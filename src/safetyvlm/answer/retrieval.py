@@ -35,18 +35,20 @@ def detected_tools(text: str) -> list[str]:
 
 def answer_with_retrieval(model, processor, images, retriever, *, k: int | None = None, rerank=None,
                           max_new_tokens: int = 512, batch_size: int = 8,
-                          first_pass_task: str = "report", first_pass: Sequence[str] | None = None
-                          ) -> list[RetrievalAnswer]:
+                          first_pass_task: str = "report", first_pass: Sequence[str] | None = None,
+                          cache: str = "dynamic") -> list[RetrievalAnswer]:
     """One `RetrievalAnswer` per image, in order (see the module docstring for the three steps).
 
     `first_pass`: the model's plain answers for these images when already generated (the same greedy
-    call would give the same texts), so the first pass is not run twice.
+    call would give the same texts), so the first pass is not run twice. `cache`: the KV cache of both passes
+    (`generate_scored`).
     """
     images = list(images)
     if first_pass is not None and len(first_pass) != len(images):
         raise ValueError(f"{len(first_pass)} first-pass answers for {len(images)} images")
     first = list(first_pass) if first_pass is not None else generate_reports(
-        model, processor, images, max_new_tokens=max_new_tokens, batch_size=batch_size, task=first_pass_task)
+        model, processor, images, max_new_tokens=max_new_tokens, batch_size=batch_size, task=first_pass_task,
+        cache=cache)
     detected = [detected_tools(t) for t in first]
     cache: dict[tuple[str, ...], list] = {}
     retrieved: list[list] = []
@@ -57,7 +59,7 @@ def answer_with_retrieval(model, processor, images, retriever, *, k: int | None 
         retrieved.append(cache[key])
     prompt_passages: Sequence = [[p.as_prompt_passage() for p in ps] for ps in retrieved]
     second = generate_scored(model, processor, images, max_new_tokens=max_new_tokens,
-                             batch_size=batch_size, passages=prompt_passages)
+                             batch_size=batch_size, passages=prompt_passages, cache=cache)
     return [RetrievalAnswer(text=g.text, passage_ids=[p.id for p in ps], detected=d, first_pass_text=f, passages=ps,
                             token_logprobs=g.token_logprobs)
             for g, ps, d, f in zip(second, retrieved, detected, first)]

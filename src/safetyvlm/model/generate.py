@@ -125,21 +125,29 @@ def token_spans(tokenizer, ids: Sequence[int], logprobs: Sequence[float], text: 
     return spans if "".join(pieces) == text else []
 
 
-def generate_reports(model, processor, images, *, max_new_tokens: int = 512,
-                     passages: Sequence | None = None, batch_size: int = 8, task: str = "report") -> list[str]:
+CACHES = ("dynamic", "static")
+
+
+def generate_reports(model, processor, images, *, max_new_tokens: int = 512, passages: Sequence | None = None,
+                     batch_size: int = 8, task: str = "report", cache: str = "dynamic") -> list[str]:
     """Greedy answers for `images` (PIL images), one string per image, in order (`generate_scored`'s texts)."""
     return [g.text for g in generate_scored(model, processor, images, max_new_tokens=max_new_tokens,
-                                            passages=passages, batch_size=batch_size, task=task)]
+                                            passages=passages, batch_size=batch_size, task=task, cache=cache)]
 
 
 def generate_scored(model, processor, images, *, max_new_tokens: int = 512,
-                    passages: Sequence | None = None, batch_size: int = 8, task: str = "report") -> list[Generation]:
+                    passages: Sequence | None = None, batch_size: int = 8, task: str = "report",
+                    cache: str = "dynamic") -> list[Generation]:
     """Greedy answers for `images` (PIL images) with per-token log-probabilities, one per image, in order.
 
     `passages`: None, one list of `{id, text}` for every image, or one list (or None) per image.
     `task`: "report" (the full contract) or "detect" (names and boxes; see prompts.py).
     Left padding; each sequence stops at the family's end-of-turn token; special tokens are dropped.
+    `cache`: "dynamic" (grows with the answer) or "static" (preallocated to prompt + `max_new_tokens`:
+    fixed shapes, so on a GPU transformers compiles the decoding step; the same tokens, greedy).
     """
+    if cache not in CACHES:
+        raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
     import torch
     from transformers import LogitsProcessorList
 
@@ -167,7 +175,8 @@ def generate_scored(model, processor, images, *, max_new_tokens: int = 512,
                 chosen = ChosenLogprobs()
                 generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                            eos_token_id=stops, pad_token_id=pad_id,
-                                           logits_processor=LogitsProcessorList([chosen]))
+                                           logits_processor=LogitsProcessorList([chosen]),
+                                           **({"cache_implementation": "static"} if cache == "static" else {}))
                 new = generated[:, inputs["input_ids"].shape[1]:]
                 steps = len(chosen.logprobs)  # one per generated column
                 logprobs = torch.stack(chosen.logprobs, 1).tolist() if steps else [[]] * len(batch)

@@ -13,10 +13,12 @@ training-target format, an unreadable one is kept as the model wrote it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -29,6 +31,8 @@ from safetyvlm.parse import parse_report
 from safetyvlm.prefs.rewards import REWARD_NAMES, AnswerScorer, default_weights
 
 log = logging.getLogger("safetyvlm.prefs")
+# the pair dataset's columns (TRL's VLM DPO format, then the row and both scores)
+PAIR_COLUMNS = ("images", "prompt", "chosen", "rejected", "row", "chosen_score", "rejected_score")
 
 
 @dataclass
@@ -113,9 +117,18 @@ def select_pairs(records: list[dict], margin: float, family: str = ""):
         "per_reward_mean": {k: {side: float(np.mean([r[f"{side}_scores"][k] for r in records])) if records else None
                                 for side in ("chosen", "rejected")} for k in REWARD_NAMES},
     }
-    empty = {"images": [], "prompt": [], "chosen": [], "rejected": [], "row": [], "chosen_score": [],
-             "rejected_score": []}
-    return (Dataset.from_list(kept) if kept else Dataset.from_dict(empty)), metrics
+    return (Dataset.from_list(kept) if kept else Dataset.from_dict({c: [] for c in PAIR_COLUMNS})), metrics
+
+
+def load_pairs(path: str | Path):
+    """The grpo-pairs stage's dataset at `path`. A set that kept no pair is saved with no data file, which
+    `datasets.load_from_disk` cannot read back (IndexError); it loads here as an empty dataset."""
+    from datasets import Dataset, load_from_disk
+
+    state = Path(path) / "state.json"
+    if state.is_file() and not json.loads(state.read_text()).get("_data_files"):
+        return Dataset.from_dict({c: [] for c in PAIR_COLUMNS})
+    return load_from_disk(str(path))
 
 
 def build_pairs(model, processor, family: str, split, retriever, cfg: PairsConfig, kb=None):

@@ -144,7 +144,7 @@ class Analyzer:
         out: list[Answer | None] = [None] * n
         plain = [i for i in range(n) if not want[i]]
         rag = [i for i in range(n) if want[i]]
-        kw = dict(max_new_tokens=self.cfg.max_new_tokens, batch_size=max(n, 1))
+        kw = dict(max_new_tokens=self.cfg.max_new_tokens, batch_size=max(n, 1), cache=self.cfg.cache)
         if plain:
             answers = predict_reports(self.model, self.processor, self.family, [images[i] for i in plain], **kw)
             for i, (result, text) in zip(plain, answers):

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from safetyvlm.config import from_section
+from safetyvlm.model.generate import CACHES
 
 ENV_PREFIX = "SAFETYVLM_"
 # multipart framing around the image: boundaries, part headers, the two option fields
@@ -43,6 +44,9 @@ class ServeConfig:
     ground: bool = True                # safety fields and sources from the knowledge base, by tool name
     corpus_bound: bool = True          # only chunks of the hash-checked corpus may reach a prompt
     max_new_tokens: int = 400
+    # the KV cache of generation: dynamic | static (preallocated, fixed shapes: on a GPU transformers
+    # compiles the decoding step, 1.6-4x the tokens/s in docs/gpu.md; the same greedy answers)
+    cache: str = "dynamic"
     max_tools: int = 20                # cap on tools per answer; a request may ask for fewer
     max_batch_size: int = 8            # adaptive batching: the most images in one forward pass
     max_latency_ms: int = 60000        # adaptive batching: a request's latency budget, queueing included
@@ -72,6 +76,8 @@ class ServeConfig:
         if not 1 <= int(self.body_timeout_s) < int(self.timeout_s):
             raise ValueError(f"serve config: body_timeout_s must be >= 1 and below timeout_s "
                              f"({self.timeout_s}), got {self.body_timeout_s!r}")
+        if self.cache not in CACHES:
+            raise ValueError(f"serve config: cache must be one of {CACHES}, got {self.cache!r}")
         if self.max_concurrency is not None and int(self.max_concurrency) < 1:
             raise ValueError(f"serve config: max_concurrency must be >= 1, got {self.max_concurrency!r}")
 

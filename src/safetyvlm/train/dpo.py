@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from safetyvlm.io import atomic_output_dir
+from safetyvlm.live import open_live
 from safetyvlm.train import distributed as dist
 from safetyvlm.train.run import PreferenceRun, write_records
 
@@ -69,4 +70,8 @@ class DPORun(PreferenceRun):
         with atomic_output_dir(self.out_dir) as out:
             shutil.copytree(self.start_model, out / "merged")
             write_records(out, [], metrics, asdict(cfg))
+        if self.live_dir is not None:  # no curves, but the stage's DVCLive output exists and says why
+            live = open_live(self.live_dir)
+            live.summary.update({"trained": False, "pairs": 0})
+            live.end()
         return metrics

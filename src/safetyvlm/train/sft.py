@@ -24,7 +24,7 @@ from safetyvlm.eval.safety import SafetyAgreement
 from safetyvlm.model.boxes import model_frame
 from safetyvlm.model.presets import PRESET_FILE
 from safetyvlm.model.prompts import assistant_message, build_messages, detection_text, prompt_text, target_text
-from safetyvlm.schema import SafetyReport
+from safetyvlm.schema import CATEGORIES, SafetyReport
 from safetyvlm.train.distributed import MODES
 from safetyvlm.train.run import LoraRun
 
@@ -65,19 +65,22 @@ class FinetuneConfig:
     # cost it ~9 nats a token, and 3 brings that to ~5 (measured on the shipped bases), so the first steps
     # teach the wording instead of undoing certainty. 1: off.
     lm_head_temperature: float = 1.0
-    # The fully trained output layer learns at lr * this. Adam moves every weight that sees any gradient
-    # by about lr a step, whatever the gradient's size, so at the LoRA's lr the rows of the class names
-    # (which the base already ranks well) drift as fast as those of the new wording. 1: the LoRA's lr.
+    # The fully trained output layer learns at lr * this (Adam moves every weight that sees a gradient by
+    # about lr a step, the class names' rows as fast as the new wording's). 1: the LoRA's lr; at 0.1 the
+    # wording is not learned in 150 steps (JSON valid 0.24, docs/finetune-recipe.md run J).
     lm_head_lr_scale: float = 1.0
     # Share of train samples whose prompt carries passages retrieved (rag-index) for the sample's own
     # tools, with those passages' ids as the target's `sources`: the model learns to read and cite
-    # context, and still answers without it for the rest. 0 disables (no retriever is loaded).
-    rag_fraction: float = 0.1
+    # context. 0 (no retriever is loaded): those passages name the answer's tools, the model learns to
+    # copy them, and its plain answers name fewer of the image's classes (runs G and M).
+    rag_fraction: float = 0.0
     # Share of the other train samples asked the detect prompt (names and boxes only, the base's own
-    # task) instead of the report: replay that keeps the base's class decisions while the report's
-    # wording is learned (the wording's loss outweighs the few name tokens and shifts which classes
-    # the model names). 0 disables.
+    # task) instead of the report: replay of the base task while the report's wording is learned.
+    # 0: off (at 0.3 no better, run L).
     detect_fraction: float = 0.0
+    # A passage of each of this many other categories joins a retrieval sample's own (shuffled), so the
+    # passages no longer give the answer's names away. 0: off (at 2 the plain answers were no better, run N).
+    rag_distractors: int = 0
     # none | ddp | fsdp: run the stage under torchrun with `processes` ranks (train/distributed.py)
     distributed: str = "none"
     processes: int | None = None  # None: every GPU, or 2 CPU processes
@@ -90,6 +93,8 @@ class FinetuneConfig:
             raise ValueError(f"finetune.lm_head_temperature must be > 0, got {self.lm_head_temperature}")
         if self.lm_head_lr_scale <= 0:
             raise ValueError(f"finetune.lm_head_lr_scale must be > 0, got {self.lm_head_lr_scale}")
+        if self.rag_distractors < 0:
+            raise ValueError(f"finetune.rag_distractors must be >= 0, got {self.rag_distractors}")
         for name in ("rag_fraction", "detect_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"finetune.{name} must be within [0, 1], got {getattr(self, name)}")
@@ -108,7 +113,7 @@ def report_of(instances: list[dict]) -> SafetyReport:
 
 
 def sft_dataset(split, processor, family: str, limit: int | None = None, *, retriever=None,
-                rag_fraction: float = 0.0, detect_fraction: float = 0.0, seed: int = 0):
+                rag_fraction: float = 0.0, detect_fraction: float = 0.0, rag_distractors: int = 0, seed: int = 0):
     """Dataset rows -> TRL `messages` samples: the one prompt, the target in the model's box frame.
 
     With a `retriever`, a seeded `rag_fraction` of the rows get the passages it returns for the row's
@@ -116,7 +121,7 @@ def sft_dataset(split, processor, family: str, limit: int | None = None, *, retr
     and each tool's `sources` in the target are the ids of its own passages among them. `length` (the
     prompt + target characters) lets the trainer batch long and short samples apart. A seeded
     `detect_fraction` of the rows without passages are asked the detect prompt, answered with names and
-    boxes only.
+    boxes only. `rag_distractors`: passages of that many other categories join each retrieval sample's.
     """
     frame = model_frame(family, processor)
     if limit is not None:
@@ -127,11 +132,18 @@ def sft_dataset(split, processor, family: str, limit: int | None = None, *, retr
     detect = [detect_rng.random() < detect_fraction and not r for r in use_rag]
     cache: dict[tuple[str, ...], list] = {}
 
-    def passages_for(tools: list[str]):
+    def passages_for(tools: list[str], idx: int):
         key = tuple(dict.fromkeys(tools))
         if key not in cache:
             cache[key] = retriever.retrieve(list(key))
-        return cache[key]
+        if not rag_distractors:
+            return cache[key]
+        # one passage of each of `rag_distractors` other categories, the whole set shuffled
+        pick = random.Random(f"distract-{seed}-{idx}")
+        others = pick.sample([c for c in CATEGORIES if c not in key], rag_distractors)
+        passages = cache[key] + [retriever.retrieve([c], k=1)[0] for c in others]
+        pick.shuffle(passages)
+        return passages
 
     def to_sample(row, idx):
         image = row["image"]
@@ -142,7 +154,7 @@ def sft_dataset(split, processor, family: str, limit: int | None = None, *, retr
                     "length": len(prompt_text(task="detect")) + len(target), "with_passages": False}
         passages = None
         if use_rag[idx]:
-            retrieved = passages_for([t.name for t in report.tools])
+            retrieved = passages_for([t.name for t in report.tools], idx)
             for tool in report.tools:
                 tool.sources = [p.id for p in retrieved if p.category == tool.name]
             passages = [p.as_prompt_passage() for p in retrieved]
@@ -202,7 +214,7 @@ class SFTRun(LoraRun):
             raise ValueError("finetune.rag_fraction > 0 needs a retriever (build data/rag: dvc repro rag-index)")
         train = sft_dataset(self.dataset["train"], self.processor, self.family, cfg.train_images,
                             retriever=self.retriever, rag_fraction=cfg.rag_fraction,
-                            detect_fraction=cfg.detect_fraction, seed=cfg.seed)
+                            detect_fraction=cfg.detect_fraction, rag_distractors=cfg.rag_distractors, seed=cfg.seed)
         rag_samples = sum(train["with_passages"])
         args = SFTConfig(**self.trainer_args(
             out,
