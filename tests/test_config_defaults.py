@@ -89,6 +89,6 @@ def test_the_eval_families_default_is_the_top_level_list():
 
 def test_the_comparison_catches_a_drifted_default():
     """The check is not vacuous: a params value off its default is reported."""
-    drifted = {**section("finetune"), "rag_fraction": 0.0}
+    drifted = {**section("finetune"), "rag_fraction": 0.25}
     assert FinetuneConfig.from_dict(drifted) != FinetuneConfig()
     assert FinetuneConfig.from_dict(section("finetune")) == FinetuneConfig()
