@@ -50,13 +50,13 @@ def answer_with_retrieval(model, processor, images, retriever, *, k: int | None 
         model, processor, images, max_new_tokens=max_new_tokens, batch_size=batch_size, task=first_pass_task,
         cache=cache)
     detected = [detected_tools(t) for t in first]
-    cache: dict[tuple[str, ...], list] = {}
+    by_tools: dict[tuple[str, ...], list] = {}  # one retrieval per distinct set of detected tools
     retrieved: list[list] = []
     for tools in detected:
         key = tuple(tools)
-        if key not in cache:
-            cache[key] = retriever.retrieve(tools, k=k, rerank=rerank)
-        retrieved.append(cache[key])
+        if key not in by_tools:
+            by_tools[key] = retriever.retrieve(tools, k=k, rerank=rerank)
+        retrieved.append(by_tools[key])
     prompt_passages: Sequence = [[p.as_prompt_passage() for p in ps] for ps in retrieved]
     second = generate_scored(model, processor, images, max_new_tokens=max_new_tokens,
                              batch_size=batch_size, passages=prompt_passages, cache=cache)
