@@ -1,6 +1,7 @@
 """The eval stage's runner and `safetyvlm eval` on the shipped tiny models and a few rendered images."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,46 @@ def test_cli_eval_prints_the_metrics_of_one_model(dataset_dir):
     bad = CliRunner().invoke(main, ["eval", "--model", str(SHIPPED / "mllama-tiny"), "--dataset", str(dataset_dir),
                                     "--split", "holdout"])
     assert bad.exit_code != 0 and "no split 'holdout'" in bad.output
+
+
+def test_same_weights_compares_the_weight_files_bytes(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    (a / "model.safetensors").write_bytes(b"\x01" * 64)
+    (a / "config.json").write_text("{}")
+    shutil.copytree(a, b)
+    (b / "config.json").write_text('{"other": 1}')  # only weights count
+    assert run_mod.same_weights(a, b)
+    (b / "model.safetensors").write_bytes(b"\x01" * 63 + b"\x02")  # same size, one byte differs
+    assert not run_mod.same_weights(a, b)
+    (b / "model.safetensors").write_bytes(b"\x01" * 65)
+    assert not run_mod.same_weights(a, b)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert not run_mod.same_weights(empty, empty)  # no weights: nothing to call the same
+
+
+@pytest.mark.slow
+def test_a_copied_model_scores_the_answers_of_the_one_it_copies(dataset_dir, monkeypatch, tmp_path):
+    """What the preference stage leaves when it kept no pair: a copy of the finetune. Its rows are scored on
+    the first model's answers instead of generating them again, and name the model they came from."""
+    copy = tmp_path / "copy"
+    shutil.copytree(SHIPPED / "qwen2_5_vl-tiny", copy)
+    cfg = EvalConfig.from_dict({"families": ["qwen2_5_vl"], "images": 2, "max_new_tokens": 16, "latency_images": 1,
+                                "conditions": [{"name": "first", "model": str(SHIPPED / "{family}-tiny")},
+                                               {"name": "copy", "model": str(copy)}],
+                                "shifted": {"images": 0}})
+    generated = []
+    real_generate = run_mod.generate_answers
+
+    def spy_generate(model_dir, *args, **kw):
+        generated.append(model_dir)
+        return real_generate(model_dir, *args, **kw)
+
+    monkeypatch.setattr(run_mod, "generate_answers", spy_generate)
+    rows = run_eval(cfg, dataset_dir)["qwen2_5_vl"]
+    first = str(SHIPPED / "qwen2_5_vl-tiny")
+    assert generated == [first]
+    assert rows["copy"]["model"] == str(copy) and rows["copy"]["answered_by"] == first
+    same = ("tp", "fp", "fn", "json_valid")
+    assert [rows["copy"][k] for k in same] == [rows["first"][k] for k in same]

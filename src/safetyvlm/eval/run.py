@@ -9,11 +9,14 @@ greedy answer as the plain condition of the same model, so that answer is reused
 The metrics score the safety text the model wrote. A condition with `ground: true` scores what the
 service returns by default instead (`serve.ground`): each tool's safety fields are the knowledge
 base's entry for its name. It reuses the answers of an earlier condition with the same model and
-retrieval (same texts, latency and detection), so a grounded row costs no generation.
+retrieval (same texts, latency and detection), so a grounded row costs no generation. Two model
+directories with byte-identical weights (a preference stage that kept no pair copies the finetune) count
+as one model: the second one's rows score the first one's answers.
 """
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import time
 from collections.abc import Sequence
@@ -173,6 +176,18 @@ def evaluate_model(model_dir: str, family: str, rows, cfg: EvalConfig, *, retrie
     return metrics, answers
 
 
+def same_weights(a: str | Path, b: str | Path) -> bool:
+    """Whether two model directories hold byte-identical weight files (`*.safetensors`, `*.bin`) under the
+    same names. Sizes first, so different models are told apart without reading them."""
+    def weights(d: Path) -> dict[str, Path]:
+        return {p.relative_to(d).as_posix(): p for p in sorted(d.rglob("*")) if p.suffix in (".safetensors", ".bin")}
+
+    wa, wb = weights(Path(a)), weights(Path(b))
+    if not wa or wa.keys() != wb.keys() or any(wa[k].stat().st_size != wb[k].stat().st_size for k in wa):
+        return False
+    return all(filecmp.cmp(wa[k], wb[k], shallow=False) for k in wa)
+
+
 def run_eval(cfg: EvalConfig, dataset_dir: str | Path = "data/dataset", rag_dir: str | Path = "data/rag",
              rag_cfg=None) -> dict:
     """`{family: {condition: metrics}}` for every family and condition of `cfg`."""
@@ -203,19 +218,28 @@ def run_eval(cfg: EvalConfig, dataset_dir: str | Path = "data/dataset", rag_dir:
         results[family] = {}
         plain_answers: dict[tuple[str, str], list[str]] = {}  # (model, split) -> plain answers
         said: dict[tuple[str, bool, str], Answers] = {}  # (model, retrieval, split) -> answers, for grounded rows
+        canonical: dict[str, str] = {}  # model dir -> the first dir seen with the same weights
         for cond, row_name, row_set, split_name in runs:
             model_dir = cond.model_dir(family)
+            if model_dir not in canonical:
+                canonical[model_dir] = next(
+                    (d for d in dict.fromkeys(canonical.values())
+                     if Path(d).is_dir() and Path(model_dir).is_dir() and same_weights(d, model_dir)), model_dir)
+                if canonical[model_dir] != model_dir:
+                    log.info("%s has the same weights as %s: its answers are reused", model_dir, canonical[model_dir])
+            answered_by = canonical[model_dir]
             log.info("%s / %s: %s%s%s on %d %s images", family, row_name, model_dir,
                      " + retrieval" if cond.retrieval else "", ", grounded" if cond.ground else "", len(row_set),
                      split_name)
             metrics, answers = evaluate_model(
                 model_dir, family, row_set, cfg, retriever=retriever if cond.retrieval else None, judge=judge,
                 claims=claims, kb=kb,
-                first_pass=plain_answers.get((model_dir, split_name)) if cond.retrieval else None,
-                ground=cond.ground, answers=said.get((model_dir, cond.retrieval, split_name)))
-            plain_answers.setdefault((model_dir, split_name), answers.plain)
-            said.setdefault((model_dir, cond.retrieval, split_name), answers)
+                first_pass=plain_answers.get((answered_by, split_name)) if cond.retrieval else None,
+                ground=cond.ground, answers=said.get((answered_by, cond.retrieval, split_name)))
+            plain_answers.setdefault((answered_by, split_name), answers.plain)
+            said.setdefault((answered_by, cond.retrieval, split_name), answers)
             metrics["split"] = split_name
+            metrics["answered_by"] = answered_by  # the model dir whose answers these are (same weights)
             results[family][row_name] = metrics
             log.info("%s / %s: F1 %.3f, JSON valid %.3f, overall %.2f", family, row_name, metrics["f1"],
                      metrics["json_valid"], metrics["overall"] or 0.0)
