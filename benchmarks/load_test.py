@@ -31,12 +31,14 @@ from pathlib import Path
 
 from PIL import Image
 
+from safetyvlm.model.generate import CACHES
 from safetyvlm.serve.launch import ROOT, TINY, ServeProcess, serve_env
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 MAX_BODY = 300_000
 MAX_PIXELS = 1_000_000
 MAX_NEW_TOKENS = 64
+SERVED = {"model": str(TINY), "device": "auto", "cache": "dynamic"}  # what run() serves unless told
 
 
 def encode(im: Image.Image, fmt="PNG") -> bytes:
@@ -149,7 +151,7 @@ def summarize(records: list[dict], users: int) -> dict:
 class BareModel:
     """What the model process does for one request, in this process: decode + Analyzer.analyze."""
 
-    def __init__(self, model: str = str(TINY), device: str = "auto", cache: str = "dynamic"):
+    def __init__(self, model: str, device: str, cache: str):
         import torch
 
         from safetyvlm.serve.analyzer import Analyzer
@@ -168,12 +170,12 @@ class BareModel:
         return (time.perf_counter() - t0) * 1000
 
 
-def interleaved_overhead(url: str, image: bytes, n: int, **model) -> dict:
+def interleaved_overhead(url: str, image: bytes, n: int, **served) -> dict:
     """p50 of /analyze at concurrency 1 vs p50 of the bare call, alternating one of each, so that the load
     of other jobs on the machine weighs on both alike."""
     import requests
 
-    bare, service, http = BareModel(**model), [], requests.Session()
+    bare, service, http = BareModel(**served), [], requests.Session()
     direct = []
     for i in range(n + 2):
         t0 = time.perf_counter()
@@ -190,7 +192,8 @@ def interleaved_overhead(url: str, image: bytes, n: int, **model) -> dict:
             "overhead": round(s50 / b50 - 1, 3)}
 
 
-def server_settings(batch: int, model: str = str(TINY), device: str = "auto", cache: str = "dynamic") -> dict:
+def server_settings(batch: int, model: str = SERVED["model"], device: str = SERVED["device"],
+                    cache: str = SERVED["cache"]) -> dict:
     return dict(SAFETYVLM_MAX_NEW_TOKENS=MAX_NEW_TOKENS, SAFETYVLM_MAX_BATCH_SIZE=batch,
                 SAFETYVLM_MAX_LATENCY_MS=60000, SAFETYVLM_MAX_BODY_BYTES=MAX_BODY, SAFETYVLM_MAX_PIXELS=MAX_PIXELS,
                 SAFETYVLM_RETRIEVAL_DEFAULT="false", SAFETYVLM_MODEL=model, SAFETYVLM_DEVICE=device,
@@ -198,16 +201,16 @@ def server_settings(batch: int, model: str = str(TINY), device: str = "auto", ca
 
 
 def run(levels: dict[int, int], batching_requests: int, overhead_requests: int, workdir: Path,
-        time_limit: int = 240, log=print, **model) -> dict:
-    """`model`: model, device and cache of the served model (server_settings; default the tiny model on
-    the CPU with the dynamic cache)."""
+        time_limit: int = 240, log=print, **served) -> dict:
+    """`served`: model, device and cache of the served model, over SERVED's."""
+    served = {**SERVED, **served}
     mix = write_payloads(workdir / "mix")
     valid = write_payloads(workdir / "valid", valid_only=True)
     one = write_payloads(workdir / "one", valid_only=True, only="scene3")
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform(terse=True)}",
               "load_average_at_start": os.getloadavg(), "max_new_tokens": MAX_NEW_TOKENS, "levels": [],
-              "model": {"model": str(TINY), "device": "auto", "cache": "dynamic", **model}}
-    with ServeProcess(workdir, workdir / "batch32.log", **server_settings(32, **model)) as srv:
+              "model": served}
+    with ServeProcess(workdir, workdir / "batch32.log", **server_settings(32, **served)) as srv:
         log(f"server (batching on) ready in {srv.ready_seconds:.1f} s; RSS {srv.rss_mb():.0f} MB")
         run_locust(srv.url, one, 1, 3, workdir, time_limit)  # warm-up
         for users, n in levels.items():
@@ -225,7 +228,7 @@ def run(levels: dict[int, int], batching_requests: int, overhead_requests: int, 
         result["peak_rss_mb"] = {"total": round(sum(p for _, p in mem.values())),
                                  "model_worker": round(mem.get(srv.model_worker(), (0, 0))[1]),
                                  "processes": len(mem)}
-    with ServeProcess(workdir, workdir / "batch1.log", **server_settings(1, **model)) as srv:
+    with ServeProcess(workdir, workdir / "batch1.log", **server_settings(1, **served)) as srv:
         run_locust(srv.url, one, 1, 3, workdir, time_limit)
         s = run_locust(srv.url, valid, 32, batching_requests, workdir, time_limit)
         result["batching_off"] = s
@@ -234,7 +237,7 @@ def run(levels: dict[int, int], batching_requests: int, overhead_requests: int, 
         result["service_c1_batching_off"] = s
         log("one image, c=1, batching off: " + json.dumps(s))
         image = (Path(one).parent / json.loads(Path(one).read_text())[0]["file"]).read_bytes()
-        result["interleaved"] = interleaved_overhead(srv.url, image, overhead_requests, **model)
+        result["interleaved"] = interleaved_overhead(srv.url, image, overhead_requests, **served)
         log("interleaved, c=1, batching off: " + json.dumps(result["interleaved"]))
     result["batching_speedup"] = round(result["batching_on"]["valid_rps"] / result["batching_off"]["valid_rps"], 2)
     # adaptive batching may hold a lone request for a moment hoping for batch-mates: report both servers
@@ -272,9 +275,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the short version the test runs")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "load.json"))
-    ap.add_argument("--model", default=str(TINY), help="a model directory or model-store tag to serve")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    ap.add_argument("--cache", default="dynamic", choices=["dynamic", "static"], help="the KV cache of generation")
+    ap.add_argument("--model", default=SERVED["model"], help="a model directory or model-store tag to serve")
+    ap.add_argument("--device", default=SERVED["device"], help="auto | cpu | cuda | cuda:N")
+    ap.add_argument("--cache", default=SERVED["cache"], choices=CACHES, help="the KV cache of generation")
     args = ap.parse_args(argv)
     if args.quick:
         levels, nb, no = {1: 12, 8: 40, 32: 64}, 64, 16

@@ -117,17 +117,24 @@ def select_pairs(records: list[dict], margin: float, family: str = ""):
         "per_reward_mean": {k: {side: float(np.mean([r[f"{side}_scores"][k] for r in records])) if records else None
                                 for side in ("chosen", "rejected")} for k in REWARD_NAMES},
     }
-    return (Dataset.from_list(kept) if kept else Dataset.from_dict({c: [] for c in PAIR_COLUMNS})), metrics
+    return (Dataset.from_list(kept) if kept else empty_pairs()), metrics
+
+
+def empty_pairs():
+    """A pair dataset with the columns and no row."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({c: [] for c in PAIR_COLUMNS})
 
 
 def load_pairs(path: str | Path):
     """The grpo-pairs stage's dataset at `path`. A set that kept no pair is saved with no data file, which
     `datasets.load_from_disk` cannot read back (IndexError); it loads here as an empty dataset."""
-    from datasets import Dataset, load_from_disk
+    from datasets import load_from_disk
 
     state = Path(path) / "state.json"
     if state.is_file() and not json.loads(state.read_text()).get("_data_files"):
-        return Dataset.from_dict({c: [] for c in PAIR_COLUMNS})
+        return empty_pairs()
     return load_from_disk(str(path))
 
 
