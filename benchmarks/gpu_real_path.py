@@ -12,11 +12,13 @@ time cap; results are written to `OUT/<family>-<tag>.json` after every configura
 
 Configuration names (comma-separated, run in order):
   matmul                                   the card's bf16 matmul rate (8192^3, median of 20)
-  train:STRATEGY:bf16|4bit:ckpt0|ckpt1:hf|unsloth:bsN[:nohead][:vckpt][:prof][:liger]
+  train:STRATEGY:bf16|4bit:ckpt0|ckpt1:hf|unsloth:bsN[:nohead][:vckpt][:prof][:liger][:packed][:compile]
                                            SFT steps with finetune()'s settings; nohead: lm_head not
                                            trained; vckpt: Mllama vision layers checkpointed
                                            (model/memory.py); prof: one step under torch.profiler;
-                                           liger: SFTConfig(use_liger_kernel=True)
+                                           liger: SFTConfig(use_liger_kernel=True); packed: Qwen's vision
+                                           windows in one attention call (model/fast_path.py); compile:
+                                           SFTConfig(torch_compile=True)
   gen:bf16|4bit:dynamic|static:bN          greedy generation, 128 new tokens forced
   dpo:bf16|4bit[:bsN][:ckpt] / grpo:...     steps of train.dpo's / train.grpo's trainers (LoRA v+l)
   census:bf16|4bit                         parameter bytes per module group and dtype after loading
@@ -274,7 +276,7 @@ class Bench:
                 **mem_peak(self.device)}
 
     def train(self, strategy, quant, ckpt, backend, bs, head=True, steps=None, liger=False, prof=False,
-              vckpt=False):
+              vckpt=False, packed=False, compile=False):
         import torch
         from peft import get_peft_model
         from transformers import TrainerCallback
@@ -289,6 +291,12 @@ class Bench:
                              gradient_checkpointing=ckpt, train_lm_head=head, rag_fraction=0.0)
         model, processor, info = self.model(quant, backend)
         extra = {"modules_to_save": ["lm_head"]} if cfg.train_lm_head else {}
+        if packed:
+            from safetyvlm.model.fast_path import use_packed_vision_attention
+
+            if not use_packed_vision_attention(model):
+                raise ValueError("packed: only Qwen2.5-VL under sdpa/eager attention")
+            self._dirty = True  # the vision tower's attention changed: reload the base for the next config
         if backend == "unsloth":
             from unsloth import FastVisionModel
 
@@ -340,6 +348,8 @@ class Bench:
                         profile.update(profile_summary(self_.prof, times[-1]))
 
             extra_args = {"use_liger_kernel": True} if liger else {}
+            if compile:
+                extra_args["torch_compile"] = True
             args = SFTConfig(**extra_args,
                 output_dir=str(self.out / "trainer"), max_steps=cfg.steps,
                 per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
@@ -383,6 +393,8 @@ class Bench:
             }
             if liger:
                 res["liger"] = True
+            if packed or compile:
+                res.update(packed_vision_attention=packed, torch_compile=compile)
             if vckpt:
                 res["vision_ckpt_layers"] = vision_ckpt_layers
             if profile:
@@ -598,7 +610,8 @@ class Bench:
             _, strategy, quant, ck, backend, bs, *rest = parts
             return self.record(name, lambda: self.train(strategy, quant, ck == "ckpt1", backend, int(bs[2:]),
                                                         head="nohead" not in rest, liger="liger" in rest,
-                                                        prof="prof" in rest, vckpt="vckpt" in rest))
+                                                        prof="prof" in rest, vckpt="vckpt" in rest,
+                                                        packed="packed" in rest, compile="compile" in rest))
         if kind == "analyze":
             return self.record(name, lambda: self.analyze(int(parts[1][1:])))
         if kind == "gen":
