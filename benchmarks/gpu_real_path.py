@@ -297,6 +297,7 @@ class Bench:
             if not use_packed_vision_attention(model):
                 raise ValueError("packed: only Qwen2.5-VL under sdpa/eager attention")
             self._dirty = True  # the vision tower's attention changed: reload the base for the next config
+        vision_attention = getattr(getattr(model.config, "vision_config", None), "_attn_implementation", None)
         if backend == "unsloth":
             from unsloth import FastVisionModel
 
@@ -393,8 +394,9 @@ class Bench:
             }
             if liger:
                 res["liger"] = True
-            if packed or compile:
-                res.update(packed_vision_attention=packed, torch_compile=compile)
+            res["vision_attention"] = vision_attention  # what the run used, read from the model
+            if compile:
+                res["torch_compile"] = True
             if vckpt:
                 res["vision_ckpt_layers"] = vision_ckpt_layers
             if profile:

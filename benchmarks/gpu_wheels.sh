@@ -6,7 +6,8 @@
 #   .whl/hf       transformers and peft at the project's pins, bitsandbytes (4-bit runs)
 #   .whl/trl116   trl at the project's pin
 #   .whl/gpu      what benchmarks/base_segment.sh needs (transformers, json_repair, pydantic)
-# Versions come from this machine's .venv, so the device runs what the tests ran. NO_BNB=1 skips bitsandbytes
+# Versions come from this machine's .venv, so the device runs what the tests ran (bitsandbytes, not in the
+# CPU venv, comes at PyPI's newest). NO_BNB=1 skips bitsandbytes
 # (about 60 MiB: the 64 MiB carry limit leaves no room for it beside the rest; bf16 configs don't need it).
 set -euo pipefail
 ver() { .venv/bin/python -c "import importlib.metadata as m; print(m.version('$1'))"; }

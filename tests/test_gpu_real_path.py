@@ -131,8 +131,10 @@ def test_benchmark_code_paths_run_on_cpu_with_the_tiny_preset(tmp_path):
 @pytest.mark.slow
 def test_the_packed_vision_attention_switch_trains_the_same_first_step(tmp_path):
     """`:packed` (Qwen's vision windows in one attention call) changes kernels, not numbers: the first
-    step's loss matches the plain run's on the same data, and the row says which path ran; the switch
-    does not leak into the next configuration (the base is reloaded)."""
+    step's loss matches the plain run's on the same data; each row says which vision attention the model
+    ran, so the switch is seen not to leak into the next configuration (the base is reloaded)."""
+    from safetyvlm.model.fast_path import PACKED_ATTENTION
+
     configs = ["build", "train:vision_language:bf16:ckpt0:hf:bs2:packed", "train:vision_language:bf16:ckpt0:hf:bs2"]
     _bench().main(["--preset", "tiny", "--device", "cpu", "--family", "qwen2_5_vl", "--out", str(tmp_path),
                    "--ckpt", str(tmp_path / "ckpt"), "--steps", "2", "--warmup", "1", "--image-px", "224",
@@ -140,7 +142,7 @@ def test_the_packed_vision_attention_switch_trains_the_same_first_step(tmp_path)
     rows = {r["config"]: r for r in json.loads((tmp_path / "qwen2_5_vl-run.json").read_text())}
     assert all(r["ok"] for r in rows.values()), [r.get("error") for r in rows.values()]
     packed, plain = rows[configs[1]], rows[configs[2]]
-    assert packed["packed_vision_attention"] is True and "packed_vision_attention" not in plain
+    assert packed["vision_attention"] == PACKED_ATTENTION and plain["vision_attention"] == "sdpa"
     assert packed["loss_first_last"][0] == pytest.approx(plain["loss_first_last"][0], rel=1e-4)
 
 
