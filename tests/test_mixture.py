@@ -116,3 +116,21 @@ def test_the_pretrain_command_continues_a_base_and_logs_its_curves_through_dvcli
     assert curve[0].split("\t") == ["step", "loss"]
     assert [int(r.split("\t")[0]) for r in curve[1:]] == [h["step"] for h in log if "loss" in h] == [1, 2, 3]
     assert (tmp_path / "live/qwen2_5_vl/plots/metrics/train/text_loss.tsv").exists()
+
+
+@pytest.mark.slow
+def test_data_echoing_trains_each_rendered_batch_several_steps(tmp_path):
+    """echo=2: four steps from two rendered batches; the record tells the fresh scenes from the samples."""
+    import json
+
+    from safetyvlm.train.pretrain import main
+
+    main(["--families", "mllama", "--out", str(tmp_path), "--no-live", "--set", "minutes=5", "max_steps=4",
+          "echo=2", "batch_size=2", "workers=0", "log_every=1", "eval_images=1", "eval_batch_size=1",
+          "report_tokens=8", "max_new_tokens=8", "text_every=0", "report_fraction=0",
+          f"init_from={ROOT}/models/shipped/{{family}}-tiny"])
+    record = json.loads((tmp_path / "mllama-tiny" / "base_record.json").read_text())
+    assert record["steps"] == 4 and record["samples"] == 8 and record["scenes"] == 4
+    log = [h for h in json.loads((tmp_path / "mllama-tiny" / "train_log.json").read_text()) if "loss" in h]
+    # the echo of a batch comes after a step on it: its loss is lower than the first look at it
+    assert log[1]["loss"] < log[0]["loss"] and log[3]["loss"] < log[2]["loss"]

@@ -56,6 +56,9 @@ class BaseTrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     workers: int = 15
+    # Data echoing (Choi et al. 2019): each rendered batch trains this many steps. When the loader bounds
+    # the run (loader_wait_share well above 0) the GPU would otherwise idle while scenes are rendered.
+    echo: int = 1
     seed: int = 0  # the scene stream; a continuation takes a new one so it never repeats its parent's scenes
     eval_seed: int = 7919  # the evaluation scenes, fixed so every segment is scored on the same 200
     eval_images: int = 200
@@ -431,7 +434,12 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
     ready = time.perf_counter()
     bar = tqdm(total=int(budget), unit="s", desc="base " + "+".join(parts), mininterval=5,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}s {postfix}")
-    for batches in (loader if budget > 0 else []):
+    def echoed(batches):
+        for b in batches:
+            for _ in range(max(1, cfg.echo)):
+                yield b
+
+    for batches in (echoed(loader) if budget > 0 else []):
         waited += time.perf_counter() - ready
         losses = {f: run.step(batches[f], step) for f, run in runs.items()}  # each step syncs (finite check)
         ready = time.perf_counter()
@@ -479,6 +487,7 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
             "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "steps": run.steps,
             "samples": run.samples,
+            "scenes": run.samples // max(1, cfg.echo),  # fresh rendered scenes (samples counts echoes)
             "train_seconds": round(train_seconds, 1),
             "samples_per_second": round(run.samples / max(train_seconds, 1e-9), 1),
             "loader_wait_share": round(waited / max(elapsed, 1e-9), 3) if step else None,
