@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from safetyvlm.data.mixture import generic_report_text, prose_documents, safety_phrases
+from safetyvlm.data.mixture import generic_report_text, prose_documents, safety_phrases, scene_passages
 from safetyvlm.kb import load_kb
 from safetyvlm.parse import SYNONYMS, parse_report
 from safetyvlm.schema import CATEGORIES, SafetyReport
@@ -47,6 +47,43 @@ def test_a_generic_report_is_strictly_valid_contract_json_with_corpus_text_not_t
     # seeded: the same rng gives the same answer, another gives another
     assert text == generic_report_text(tools, phrases, np.random.default_rng(0))
     assert text != generic_report_text(tools, phrases, np.random.default_rng(1))
+
+
+def test_scene_passages_are_the_scenes_own_categories_at_times_with_one_other():
+    kb = load_kb()
+    corpus = {p.id: p for p in kb.corpus}
+    swapped = orders = 0
+    for seed in range(40):
+        names = [["Hammer"], ["Hammer", "Drill", "Hammer"], ["Pliers", "Handsaw", "Drill"]][seed % 3]
+        ps = scene_passages(names, kb, np.random.default_rng(seed))
+        assert len(ps) == 3 and len({p["id"] for p in ps}) == 3
+        for p in ps:  # the corpus's own passages, whole, category kept for the answer's sources
+            assert p["category"] == corpus[p["id"]].category and p["text"] == " ".join(corpus[p["id"]].text.split())
+        others = [p for p in ps if p["category"] not in names]
+        assert len(others) <= 1
+        swapped += len(others)
+        if len(set(names)) == 2:  # both tools' categories always there, one passage each at least
+            assert {p["category"] for p in ps} >= {"Hammer", "Drill"}
+        orders += ps[0]["category"] != names[0]
+        assert ps == scene_passages(names, kb, np.random.default_rng(seed))  # seeded
+    assert 8 <= swapped <= 32  # about half the prompts carry one passage of another category
+    assert orders >= 8  # shuffled: the first tool's passage does not always come first
+
+
+def test_a_report_with_passages_cites_its_own_categorys_passages_only():
+    kb = load_kb()
+    phrases = safety_phrases(kb)
+    tools = [{"name": "Hammer", "bbox_2d": [10, 20, 60, 90]}, {"name": "Drill", "bbox_2d": [70, 5, 200, 100]}]
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        ps = scene_passages(["Hammer", "Drill"], kb, rng)
+        text = generic_report_text(tools, phrases, rng, ps)
+        assert parse_report(text, image_size=(224, 224)).valid
+        report = SafetyReport.model_validate(json.loads(text))
+        for tool in report.tools:
+            assert tool.sources == [p["id"] for p in ps if p["category"] == tool.name] != []
+    # without passages there is no sources key at all (the plain prompt's contract)
+    assert "sources" not in generic_report_text(tools, phrases, np.random.default_rng(0))
 
 
 def test_prose_carries_the_corpus_and_every_synonym_but_no_kb_entry():
@@ -134,3 +171,36 @@ def test_data_echoing_trains_each_rendered_batch_several_steps(tmp_path):
     log = [h for h in json.loads((tmp_path / "mllama-tiny" / "train_log.json").read_text()) if "loss" in h]
     # the echo of a batch comes after a step on it: its loss is lower than the first look at it
     assert log[1]["loss"] < log[0]["loss"] and log[3]["loss"] < log[2]["loss"]
+
+
+@pytest.mark.slow
+def test_report_batches_with_passages_carry_them_in_the_prompt_and_the_base_is_scored_with_them(tmp_path):
+    """report_passages=1: a report batch's prompt holds the scene's passages and each answer's tool cites
+    some of them; the pretrain record then also scores the base with passages in its prompt."""
+    import re
+
+    from safetyvlm.model.boxes import model_frame
+    from safetyvlm.model.presets import build_preset_parts
+    from safetyvlm.train.pretrain import main, rendered_batches, vision_grid
+
+    model, proc, _ = build_preset_parts("mllama", "tiny")
+    parts = {"mllama": (proc, model_frame("mllama", proc), vision_grid("mllama", proc, (224, 224)), model.config)}
+    render = {"width": 224, "height": 224}
+    enc = rendered_batches(parts, render, seed=3, batch_size=2, report_fraction=1.0, report_passages=1.0).batch(0)
+    enc = enc["mllama"]
+    for ids, labels in zip(enc["input_ids"], enc["labels"]):
+        prompt = proc.tokenizer.decode(ids[labels == -100], skip_special_tokens=True)
+        answer = json.loads(proc.tokenizer.decode(ids[labels != -100], skip_special_tokens=True))
+        shown = re.findall(r'<passage id="([^"]+)">', prompt)
+        assert len(shown) == 3
+        assert all(t["sources"] and set(t["sources"]) <= set(shown) for t in answer["tools"])
+    plain = rendered_batches(parts, render, seed=3, batch_size=2, report_fraction=1.0).batch(0)["mllama"]
+    assert "<passage" not in proc.tokenizer.decode(plain["input_ids"][0])
+
+    main(["--families", "mllama", "--out", str(tmp_path), "--no-live", "--set", "minutes=5", "max_steps=1",
+          "batch_size=2", "workers=0", "eval_images=2", "eval_batch_size=2", "report_tokens=8",
+          "max_new_tokens=8", "text_every=0", "report_fraction=1", "report_passages=1",
+          f"init_from={ROOT}/models/shipped/{{family}}-tiny"])
+    record = json.loads((tmp_path / "mllama-tiny" / "base_record.json").read_text())
+    assert record["eval_passages"]["images"] == 2 and "sources_cited" in record["eval_passages"]
+    assert "eval_passages" not in record["continued_from"]  # the shipped base never had that evaluation

@@ -10,6 +10,9 @@ from the knowledge base's contract fields, and a phrase that happens to equal on
   that category's corpus passages (PPE also from the general shop-safety passages).
 - `generic_report_text`: a report answer for a scene, fields sampled from those pools, key order of the
   output contract, boxes already in the model's frame.
+- `scene_passages`: the passages a retrieval prompt would carry for a scene's tools, so a base also
+  meets the report prompt with passages in it (as the pipeline's "+ RAG" rows and the service ask it)
+  and learns to cite them in `sources`; a real instruct VLM reads context it is given.
 - `prose_documents`: plain text for the language side: the corpus passages, and sentences that tie the
   parser's synonyms to the category names ("A pipe wrench is a kind of Gas wrench.").
 
@@ -119,11 +122,39 @@ def _sample(rng: np.random.Generator, pool: tuple[str, ...], lo: int, hi: int) -
     return [pool[int(i)] for i in sorted(rng.choice(len(pool), size=n, replace=False))]
 
 
-def generic_report_text(tools: list[dict], phrases: dict[str, SafetyPhrases], rng: np.random.Generator) -> str:
-    """A report answer in the contract's key order; `tools` carry names and model-frame boxes."""
+# Passages in a retrieval prompt: the rag stage's k (params.yaml rag.retrieval.k).
+PROMPT_PASSAGES = 3
+
+
+def scene_passages(names: list[str], kb: KnowledgeBase, rng: np.random.Generator,
+                   k: int = PROMPT_PASSAGES) -> list[dict]:
+    """The `{id, text, category}` passages a retrieval prompt would carry for a scene's tools: the scene's
+    categories' own passages in turn, up to `k`, and half the time the last one swapped for a passage of
+    another category or a general one (a retriever brings those too, and a first pass can name a tool
+    wrongly, so a passage must never become a name on its own); shuffled."""
+    cats = list(dict.fromkeys(names))
+    own = {c: [kb.passages_for(c)[int(i)] for i in rng.permutation(len(kb.passages_for(c)))] for c in cats}
+    picked = []
+    for i in range(k):
+        pool = own[cats[i % len(cats)]] if cats else []
+        if pool:
+            picked.append(pool.pop(0))
+    if not cats or rng.random() < 0.5:
+        others = [p for p in kb.corpus if p.category not in cats and p not in picked]
+        other = others[int(rng.integers(len(others)))]
+        picked = picked[:k - 1] + [other] if len(picked) >= k else picked + [other]
+    return [{"id": p.id, "text": " ".join(p.text.split()), "category": p.category}
+            for p in (picked[int(i)] for i in rng.permutation(len(picked)))]
+
+
+def generic_report_text(tools: list[dict], phrases: dict[str, SafetyPhrases], rng: np.random.Generator,
+                        passages: list[dict] | None = None) -> str:
+    """A report answer in the contract's key order; `tools` carry names and model-frame boxes. With the
+    prompt's `passages` (`scene_passages`), each tool cites its own category's among them in `sources`."""
     out = []
     for tool in tools:
         p = phrases[tool["name"]]
+        cited = {} if passages is None else {"sources": [x["id"] for x in passages if x["category"] == tool["name"]]}
         out.append({
             "name": tool["name"],
             "bbox_2d": tool["bbox_2d"],
@@ -131,6 +162,7 @@ def generic_report_text(tools: list[dict], phrases: dict[str, SafetyPhrases], rn
             "required_ppe": _sample(rng, p.ppe, 1, 3),
             "primary_hazards": _sample(rng, p.hazards, 2, 3),
             "common_misuses": _sample(rng, p.misuses, 1, 2),
+            **cited,
         })
     return json.dumps({"tools": out}, ensure_ascii=False, separators=(", ", ": "))
 

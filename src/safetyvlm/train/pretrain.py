@@ -2,7 +2,8 @@
 
 The tasks are those a general instruct VLM knows, not the finetune's: on scenes rendered on the fly (never
 the same image twice) find the tools and give names and boxes (`task="detect"`), or answer the report prompt
-with generic safety text in the base's own words (`report_fraction`, `data/mixture.py`), plus plain prose
+with generic safety text in the base's own words (`report_fraction`, `data/mixture.py`; some with retrieval
+passages in the prompt, cited in `sources`: `report_passages`), plus plain prose
 (the retrieval corpus, the class names' synonyms). The knowledge base's exact entries are never shown, so
 the finetune still has them to teach and retrieval still has something to add. Several families train
 side by side on the same scenes (`train_bases`): rendering is the loader's main cost. Measured (shared/notes/tiny-vlm-from-scratch.md): a 7M model needs
@@ -28,10 +29,11 @@ import numpy as np
 from safetyvlm.answer.plain import predict_reports
 from safetyvlm.config import from_section
 from safetyvlm.data.dataset import training_render
-from safetyvlm.data.mixture import generic_report_text, prose_documents, safety_phrases
+from safetyvlm.data.mixture import generic_report_text, prose_documents, safety_phrases, scene_passages
 from safetyvlm.data.render import RenderConfig, render_examples, render_scene
 from safetyvlm.eval.detection import UNKNOWN, DetectionScores
 from safetyvlm.io import atomic_output_dir
+from safetyvlm.kb import load_kb
 from safetyvlm.live import open_live
 from safetyvlm.model.batch import encode_batch
 from safetyvlm.model.boxes import model_frame, to_model_frame
@@ -58,7 +60,7 @@ class BaseTrainConfig:
     workers: int = 15
     # Data echoing (Choi et al. 2019): each rendered batch trains this many steps. When the loader bounds
     # the run (loader_wait_share well above 0) the GPU would otherwise idle while scenes are rendered.
-    echo: int = 1
+    echo: int = 2
     seed: int = 0  # the scene stream; a continuation takes a new one so it never repeats its parent's scenes
     eval_seed: int = 7919  # the evaluation scenes, fixed so every segment is scored on the same 200
     eval_images: int = 200
@@ -86,6 +88,11 @@ class BaseTrainConfig:
     # with generic safety text cut from the retrieval corpus (never the knowledge base's entries), so a
     # base answers the contract zero-shot in its own words, as a real instruct VLM would.
     report_fraction: float = 0.4
+    # This share of the report batches carries retrieval passages in the prompt (`scene_passages`: the
+    # scene's categories' corpus passages, at times one of another category), each tool citing its own in
+    # `sources`. A base that never saw passages breaks down when the pipeline's "+ RAG" rows and the
+    # service put them in its prompt; a real instruct VLM reads the context it is given.
+    report_passages: float = 0.25
     report_tokens: int = 512  # generation budget of the report-task evaluation
     text_steps: int = 0  # then this many language-only steps on that prose (cheap: no images)
     text_lr: float = 1e-3
@@ -97,21 +104,22 @@ class BaseTrainConfig:
         return from_section(cls, d, "base.train")
 
 
-def report_text(instances: list[dict], image_size, frame, phrases, rng) -> str:
-    """A report answer with generic safety text from the corpus (`data.mixture`), model-frame boxes."""
+def report_text(instances: list[dict], image_size, frame, phrases, rng, passages=None) -> str:
+    """A report answer with generic safety text from the corpus (`data.mixture`), model-frame boxes;
+    with the prompt's `passages`, each tool cites its own in `sources`."""
     tools = [{"name": i["name"], "bbox_2d": to_model_frame(i["bbox_2d"], image_size, frame)} for i in instances]
-    return generic_report_text(tools, phrases, rng)
+    return generic_report_text(tools, phrases, rng, passages)
 
 
 def rendered_batches(parts: dict, render: dict, seed: int, batch_size: int, *, report_fraction: float = 0.0,
-                     curriculum: int = 0, aux: bool = True):
+                     report_passages: float = 0.0, curriculum: int = 0, aux: bool = True):
     """An endless torch IterableDataset of batches (see `_RenderedBatches`); use with `batch_size=None`."""
     import torch
 
     class RenderedBatches(_RenderedBatches, torch.utils.data.IterableDataset):
         pass
 
-    return RenderedBatches(parts, render, seed, batch_size, report_fraction, curriculum, aux)
+    return RenderedBatches(parts, render, seed, batch_size, report_fraction, curriculum, aux, report_passages)
 
 
 class _RenderedBatches:
@@ -123,38 +131,47 @@ class _RenderedBatches:
     rebuild image by image on the device (`model.fast_path.qwen_precomputed`). Batch b holds scenes
     b*B ... b*B+B-1 of a seeded stream and is built by worker b mod W, so a run is reproducible for a given
     worker count. A batch asks either the detection prompt (names and boxes) or, with probability
-    `report_fraction`, the report prompt answered with generic safety text (`data.mixture`); the first
-    `curriculum` scenes show one tool each.
+    `report_fraction`, the report prompt answered with generic safety text (`data.mixture`), a
+    `report_passages` share of those with retrieval passages in the prompt; the first `curriculum` scenes
+    show one tool each.
     """
 
     def __init__(self, parts: dict, render: dict, seed: int, batch_size: int, report_fraction: float,
-                 curriculum: int, aux: bool):
+                 curriculum: int, aux: bool, report_passages: float = 0.0):
         self.parts = parts
         self.cfg = RenderConfig.from_dict({**render, "balanced": False})
         self.easy = RenderConfig.from_dict({**render, "balanced": False, "min_tools": 1, "max_tools": 1})
         self.seed, self.batch_size = seed, batch_size
         self.report_fraction, self.curriculum, self.aux = report_fraction, curriculum, aux
-        self.phrases = None
+        self.report_passages = report_passages
+        self.phrases = self.kb = None
 
     def batch(self, b: int) -> dict:
         import torch
 
         if self.phrases is None:
-            self.phrases = safety_phrases()
+            self.kb = load_kb()
+            self.phrases = safety_phrases(self.kb)
         task = "report" if np.random.default_rng([self.seed, b, 1]).random() < self.report_fraction else "detect"
+        # its own stream: with report_passages 0 the batches are those of a run without the option
+        prng = np.random.default_rng([self.seed, b, 3])
+        with_passages = task == "report" and prng.random() < self.report_passages
         scenes = []
         for i in range(b * self.batch_size, (b + 1) * self.batch_size):
             cfg = self.easy if i < self.curriculum else self.cfg
             scenes.append(render_scene(np.random.default_rng([self.seed, i]), cfg, return_masks=True))
         images = [im for im, _, _ in scenes]
+        passages = ([scene_passages([t["name"] for t in tools], self.kb, prng) for _, tools, _ in scenes]
+                    if with_passages else None)
         out = {}
         for family, (processor, frame, grid, config) in self.parts.items():
             if task == "report":
                 rng = np.random.default_rng([self.seed, b, 2])  # same phrases for every family
-                targets = [report_text(t, im.size, frame, self.phrases, rng) for im, t, _ in scenes]
+                targets = [report_text(t, im.size, frame, self.phrases, rng, passages[j] if passages else None)
+                           for j, (im, t, _) in enumerate(scenes)]
             else:
                 targets = [detection_text(t, im.size, frame) for im, t, _ in scenes]
-            batch = encode_batch(processor, images, targets, task=task)
+            batch = encode_batch(processor, images, targets, passages=passages, task=task)
             if config is not None and getattr(config, "model_type", "") == "qwen2_5_vl":
                 batch.update(qwen_precomputed(batch, config))
             if self.aux and grid:
@@ -265,14 +282,23 @@ def _param_groups(model, cfg: BaseTrainConfig):
 
 
 def evaluate_base(model, processor, family: str, *, n: int, seed: int, render: dict,
-                  batch_size: int = 50, max_new_tokens: int = 160, task: str = "detect") -> dict:
+                  batch_size: int = 50, max_new_tokens: int = 160, task: str = "detect",
+                  with_passages: bool = False) -> dict:
     """Name F1, detection P/R/F1@0.5, mean IoU, JSON readable / strictly valid, and (report task) the
-    share of tools with all four safety fields filled, on `n` freshly rendered scenes."""
+    share of tools with all four safety fields filled, on `n` freshly rendered scenes. `with_passages`:
+    each prompt carries the scene's passages (`scene_passages`, as a retriever that found the right tools
+    would give), and `sources_cited` is the share of tools citing only passages of their own name."""
     examples = list(render_examples(n, seed, RenderConfig.from_dict(render), split="eval"))
+    passages = None
+    if with_passages:
+        kb = load_kb()
+        passages = [scene_passages([i["name"] for i in e.instances], kb, np.random.default_rng([seed, j, 3]))
+                    for j, e in enumerate(examples)]
     results = predict_reports(model, processor, family, [e.image for e in examples],
-                              max_new_tokens=max_new_tokens, batch_size=batch_size, task=task)
+                              max_new_tokens=max_new_tokens, batch_size=batch_size, task=task, passages=passages)
+    cited = 0
     scores, json_ok, valid, tools, filled = DetectionScores(), 0, 0, 0, 0
-    for ex, (result, _) in zip(examples, results):
+    for j, (ex, (result, _)) in enumerate(zip(examples, results)):
         json_ok += result.json_ok
         valid += result.valid
         # a name outside the 17 is still a prediction: a false positive, as in the eval stage
@@ -281,6 +307,9 @@ def evaluate_base(model, processor, family: str, *, n: int, seed: int, render: d
         for t in result.report.tools:
             tools += 1
             filled += bool(t.primary_function and t.required_ppe and t.primary_hazards and t.common_misuses)
+            if passages is not None:
+                own = {p["id"] for p in passages[j] if p["category"] == t.name}
+                cited += bool(t.sources) and set(t.sources) <= own
     texts = [text for _, text in results]
     summary = scores.summary()
     summary.pop("per_class")
@@ -288,6 +317,8 @@ def evaluate_base(model, processor, family: str, *, n: int, seed: int, render: d
     summary["json_valid"] = valid / max(1, len(examples))
     if task == "report":
         summary["safety_fields_filled"] = filled / tools if tools else None
+    if passages is not None:
+        summary["sources_cited"] = cited / tools if tools else None
     summary["task"] = task
     summary["images"] = len(examples)
     summary["example_answer"] = texts[0][:600] if texts else ""
@@ -408,7 +439,8 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
         for f, (model, proc) in parts.items()
     }
     data = rendered_batches(loader_parts, cfg.render, cfg.seed, cfg.batch_size, report_fraction=cfg.report_fraction,
-                            curriculum=cfg.curriculum_samples, aux=cfg.aux_weight > 0)
+                            report_passages=cfg.report_passages, curriculum=cfg.curriculum_samples,
+                            aux=cfg.aux_weight > 0)
     workers = cfg.workers if device == "cuda" else min(cfg.workers, max(0, (os.cpu_count() or 1) - 1))
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers, pin_memory=device == "cuda",
                                          prefetch_factor=2 if workers else None, persistent_workers=bool(workers))
@@ -475,11 +507,15 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
         text_history = train_text(run.model, run.processor, cfg, device) if cfg.text_steps else []
         train_seconds = time.perf_counter() - start
         run.model.eval()
-        evals = {task: evaluate_base(run.model, run.processor, f, n=cfg.eval_images, seed=cfg.eval_seed,
+        # the report prompt with passages is scored too once the mixture has it (it costs a third more)
+        tasks = {"detect": ("detect", False), "report": ("report", False)}
+        if cfg.report_passages:
+            tasks["passages"] = ("report", True)
+        evals = {name: evaluate_base(run.model, run.processor, f, n=cfg.eval_images, seed=cfg.eval_seed,
                                      render=cfg.render, batch_size=cfg.eval_batch_size,
                                      max_new_tokens=cfg.max_new_tokens if task == "detect" else cfg.report_tokens,
-                                     task=task)
-                 for task in ("detect", "report")}
+                                     task=task, with_passages=wp)
+                 for name, (task, wp) in tasks.items()}
         record = {
             "family": f,
             "config": asdict(cfg),
@@ -498,6 +534,7 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
             "final_text_loss": text_history[-1]["text_loss"] if text_history else None,
             "eval": evals["report"],
             "eval_detect": evals["detect"],
+            **({"eval_passages": evals["passages"]} if "passages" in evals else {}),
             "torch": torch.__version__,
         }
         with atomic_output_dir(out_dirs[f]) as tmp:
@@ -545,7 +582,8 @@ def main(argv=None) -> None:
     for f, r in records.items():
         print(json.dumps({"family": f, "samples": r["samples"], "total_samples": r.get("total_samples"),
                           "eval": {k: v for k, v in r["eval"].items() if k != "example_answer"},
-                          "eval_detect": {k: v for k, v in r["eval_detect"].items() if k != "example_answer"}}))
+                          **{key: {k: v for k, v in r[key].items() if k != "example_answer"}
+                             for key in ("eval_detect", "eval_passages") if key in r}}))
 
 
 if __name__ == "__main__":
