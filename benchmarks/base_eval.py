@@ -1,0 +1,49 @@
+"""Score a base on the pretraining's evaluation scenes, with and without retrieval passages in the prompt.
+
+    python benchmarks/base_eval.py models/shipped/qwen2_5_vl-tiny            # 40 scenes, report prompt
+    python benchmarks/base_eval.py models/shipped/mllama-tiny --images 200 --task detect
+    python benchmarks/base_eval.py <dir> --passages-only
+
+The scenes are those every segment is scored on (`base.train.eval_seed`, `render`); with passages each
+prompt carries the scene's own corpus passages (`data.mixture.scene_passages`), as a retriever that found
+the right tools would give. Prints one JSON line per condition (`evaluate_base`'s summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from safetyvlm.model.loader import load_model, read_family
+from safetyvlm.train.pretrain import BaseTrainConfig, evaluate_base
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("base", help="a base directory (models/shipped/<family>-tiny, models/base/<family>)")
+    ap.add_argument("--images", type=int, default=40)
+    ap.add_argument("--task", choices=("report", "detect"), default="report")
+    ap.add_argument("--passages-only", action="store_true")
+    ap.add_argument("--batch-size", type=int, default=20)
+    args = ap.parse_args()
+    family = read_family(Path(args.base))
+    model, processor, _ = load_model(args.base, family=family, dtype="float32", device="auto")
+    model.eval()
+    cfg = BaseTrainConfig()
+    tokens = cfg.report_tokens if args.task == "report" else cfg.max_new_tokens
+    for with_passages in ((True,) if args.passages_only else (False, True)):
+        start = time.perf_counter()
+        summary = evaluate_base(model, processor, family, n=args.images, seed=cfg.eval_seed, render=cfg.render,
+                                batch_size=args.batch_size, max_new_tokens=tokens, task=args.task,
+                                with_passages=with_passages)
+        summary.pop("example_answer")
+        summary.pop("macro_f1", None)
+        print(json.dumps({"base": args.base, "family": family, "passages": with_passages,
+                          **{k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()},
+                          "seconds": round(time.perf_counter() - start, 1)}))
+
+
+if __name__ == "__main__":
+    main()
