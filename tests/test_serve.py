@@ -202,9 +202,8 @@ def test_raw_body_and_multipart_agree(server):
 
 
 def test_retrieval_cites_knowledge_base_passages(server):
-    # scene 15: the tiny base (never trained with passages in its prompt) still names a tool with the
-    # default k=3 passages; on most scenes its second pass runs the passages' words into the tool's name
-    # (checked with segment 6 of the shipped Qwen base; a new base may need another scene)
+    # scene 15, where the shipped Qwen base's second pass (passages in its prompt) names a tool; bases
+    # before segment 8 never saw passages in training and on most scenes named none there
     r = server.analyze(png_bytes(scene(15)), params={"retrieval": "true", "detail": "true"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -218,8 +217,8 @@ def test_retrieval_cites_knowledge_base_passages(server):
         assert t.model_dump(include=set(kb.safety_fields(t.name))) == kb.safety_fields(t.name)
     info = server.get("/info").json()["model"]  # the packaged index holds only the checked corpus's chunks
     assert info["grounded"] is True and info["corpus_bound"] is True and info["untrusted_chunks"] == 0
-    # (whether the second pass names a tool whose passages were retrieved is the model's quality, not the
-    # service's contract: the shipped base was never trained with passages in its prompt)
+    # (whether the second pass names the right tools is the model's quality, not the service's contract:
+    # the eval stage's "+ RAG" rows measure it)
 
 
 def test_max_tools_caps_the_answer(server):
@@ -408,8 +407,7 @@ def test_dashboard_draws_boxes_and_cards(server, tmp_path):
 
     photo = tmp_path / "bench.png"
     scene(9).save(photo)
-    # retrieval off: the page is under test, and the shipped base was never trained to answer with passages
-    # in its prompt (its second pass names no tool; models/shipped/PROVENANCE.md)
+    # retrieval off: the page is under test, not the model's answers with passages (eval's "+ RAG" rows)
     expected = server.analyze(photo.read_bytes(), params={"retrieval": "false", "max_tools": "10"}).json()
     assert expected["tools"]
     foreign = []
