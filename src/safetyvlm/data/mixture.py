@@ -122,7 +122,8 @@ def _sample(rng: np.random.Generator, pool: tuple[str, ...], lo: int, hi: int) -
     return [pool[int(i)] for i in sorted(rng.choice(len(pool), size=n, replace=False))]
 
 
-# Passages in a retrieval prompt: the rag stage's k (params.yaml rag.retrieval.k).
+# Passages in a retrieval prompt: the rag stage's default k (params.yaml rag.retrieve.k). A literal, not
+# rag.config's default: importing it would make the base stage depend on the rag package.
 PROMPT_PASSAGES = 3
 
 
@@ -133,7 +134,10 @@ def scene_passages(names: list[str], kb: KnowledgeBase, rng: np.random.Generator
     another category or a general one (a retriever brings those too, and a first pass can name a tool
     wrongly, so a passage must never become a name on its own); shuffled."""
     cats = list(dict.fromkeys(names))
-    own = {c: [kb.passages_for(c)[int(i)] for i in rng.permutation(len(kb.passages_for(c)))] for c in cats}
+    own = {}
+    for c in cats:
+        ps = kb.passages_for(c)
+        own[c] = [ps[int(i)] for i in rng.permutation(len(ps))]
     picked = []
     for i in range(k):
         pool = own[cats[i % len(cats)]] if cats else []
@@ -142,7 +146,7 @@ def scene_passages(names: list[str], kb: KnowledgeBase, rng: np.random.Generator
     if not cats or rng.random() < 0.5:
         others = [p for p in kb.corpus if p.category not in cats and p not in picked]
         other = others[int(rng.integers(len(others)))]
-        picked = picked[:k - 1] + [other] if len(picked) >= k else picked + [other]
+        picked = picked[:k - 1] + [other]  # the last of k swapped, or one added to fewer
     return [{"id": p.id, "text": " ".join(p.text.split()), "category": p.category}
             for p in (picked[int(i)] for i in rng.permutation(len(picked)))]
 

@@ -296,8 +296,7 @@ def evaluate_base(model, processor, family: str, *, n: int, seed: int, render: d
                     for j, e in enumerate(examples)]
     results = predict_reports(model, processor, family, [e.image for e in examples],
                               max_new_tokens=max_new_tokens, batch_size=batch_size, task=task, passages=passages)
-    cited = 0
-    scores, json_ok, valid, tools, filled = DetectionScores(), 0, 0, 0, 0
+    scores, json_ok, valid, tools, filled, cited = DetectionScores(), 0, 0, 0, 0, 0
     for j, (ex, (result, _)) in enumerate(zip(examples, results)):
         json_ok += result.json_ok
         valid += result.valid
