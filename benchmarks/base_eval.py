@@ -3,10 +3,13 @@
     python benchmarks/base_eval.py models/shipped/qwen2_5_vl-tiny            # 40 scenes, report prompt
     python benchmarks/base_eval.py models/shipped/mllama-tiny --images 200 --task detect
     python benchmarks/base_eval.py <dir> --passages-only
+    python benchmarks/base_eval.py <dir> --images 100 --shifted-factors
 
-The scenes are those every segment is scored on (`base.train.eval_seed`, `render`); with passages each
+The scenes are those every segment is scored on (`base.train.eval_seed`, `eval_render`); with passages each
 prompt carries the scene's own corpus passages (`data.mixture.scene_passages`), as a retriever that found
 the right tools would give. Prints one JSON line per condition (`evaluate_base`'s summary).
+`--shifted-factors` instead scores the detect prompt with each of the shifted test set's overrides
+(`eval_shifted`: surfaces, light, sizes, clutter) alone and all together: which one costs the most.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=40)
     ap.add_argument("--task", choices=("report", "detect"), default="report")
     ap.add_argument("--passages-only", action="store_true")
+    ap.add_argument("--shifted-factors", action="store_true")
     ap.add_argument("--batch-size", type=int, default=20)
     args = ap.parse_args()
     family = read_family(Path(args.base))
@@ -33,9 +37,20 @@ def main() -> None:
     model.eval()
     cfg = BaseTrainConfig()
     tokens = cfg.report_tokens if args.task == "report" else cfg.max_new_tokens
+    if args.shifted_factors:
+        variants = {"none": {}, **{k: {k: v} for k, v in cfg.eval_shifted.items()}, "all": cfg.eval_shifted}
+        for name, overrides in variants.items():
+            start = time.perf_counter()
+            s = evaluate_base(model, processor, family, n=args.images, seed=cfg.eval_seed,
+                              render={**cfg.eval_render, **overrides}, batch_size=args.batch_size,
+                              max_new_tokens=cfg.max_new_tokens, task="detect")
+            print(json.dumps({"base": args.base, "shifted": name, "name_f1": round(s["name_f1"], 3),
+                              "det_f1": round(s["f1"], 3), "mean_iou": round(s["mean_iou"] or 0, 3),
+                              "seconds": round(time.perf_counter() - start, 1)}))
+        return
     for with_passages in ((True,) if args.passages_only else (False, True)):
         start = time.perf_counter()
-        summary = evaluate_base(model, processor, family, n=args.images, seed=cfg.eval_seed, render=cfg.render,
+        summary = evaluate_base(model, processor, family, n=args.images, seed=cfg.eval_seed, render=cfg.eval_render,
                                 batch_size=args.batch_size, max_new_tokens=tokens, task=args.task,
                                 with_passages=with_passages)
         summary.pop("example_answer")

@@ -28,7 +28,7 @@ import numpy as np
 
 from safetyvlm.answer.plain import predict_reports
 from safetyvlm.config import from_section
-from safetyvlm.data.dataset import training_render
+from safetyvlm.data.dataset import shifted_test_set, training_render
 from safetyvlm.data.mixture import generic_report_text, prose_documents, safety_phrases, scene_passages
 from safetyvlm.data.render import RenderConfig, render_examples, render_scene
 from safetyvlm.eval.detection import UNKNOWN, DetectionScores
@@ -96,7 +96,17 @@ class BaseTrainConfig:
     report_tokens: int = 512  # generation budget of the report-task evaluation
     text_steps: int = 0  # then this many language-only steps on that prose (cheap: no images)
     text_lr: float = 1e-3
-    render: dict = field(default_factory=training_render)  # RenderConfig fields, as dataset.render
+    # RenderConfig fields of the training scenes. The shifted test set's gap is mostly sizes, surfaces and
+    # clutter (benchmarks/base_eval.py --shifted-factors): a base may train on wider ranges than the task's
+    # own render settings, as a pretrained VLM has seen more than the finetune's data, short of the
+    # shifted set's values and never on its surfaces.
+    render: dict = field(default_factory=lambda: {**training_render(), "scale_range": [0.3, 0.85],
+                                                  "lighting": 1.4, "clutter": 6})
+    # The scenes every segment is scored on: the task's render settings (dataset.render), whatever
+    # `render` widens, so segments stay comparable; and the shifted test set's overrides on them
+    # (dataset.shifted.render; null: not scored there).
+    eval_render: dict = field(default_factory=training_render)
+    eval_shifted: dict | None = field(default_factory=lambda: shifted_test_set()["render"])
     init_from: str | None = None  # continue from an earlier base (its record is kept as provenance)
 
     @classmethod
@@ -510,8 +520,12 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
         tasks = {"detect": ("detect", False), "report": ("report", False)}
         if cfg.report_passages:
             tasks["passages"] = ("report", True)
+        if cfg.eval_shifted is not None:
+            tasks["shifted"] = ("report", False)
         evals = {name: evaluate_base(run.model, run.processor, f, n=cfg.eval_images, seed=cfg.eval_seed,
-                                     render=cfg.render, batch_size=cfg.eval_batch_size,
+                                     render=cfg.eval_render if name != "shifted" else
+                                     {**cfg.eval_render, **cfg.eval_shifted},
+                                     batch_size=cfg.eval_batch_size,
                                      max_new_tokens=cfg.max_new_tokens if task == "detect" else cfg.report_tokens,
                                      task=task, with_passages=wp)
                  for name, (task, wp) in tasks.items()}
@@ -534,6 +548,7 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
             "eval": evals["report"],
             "eval_detect": evals["detect"],
             **({"eval_passages": evals["passages"]} if "passages" in evals else {}),
+            **({"eval_shifted": evals["shifted"]} if "shifted" in evals else {}),
             "torch": torch.__version__,
         }
         with atomic_output_dir(out_dirs[f]) as tmp:
