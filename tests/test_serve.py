@@ -386,6 +386,29 @@ def test_concurrent_requests_share_forward_passes(server):
     assert "bentoml_service_adaptive_batch_size_bucket" in after
 
 
+def test_model_calls_in_flight_survive_many_other_calls(server):
+    """BentoML's client to the model process used to renew its session every 100 calls (and 300 s) by
+    closing it with calls in flight: each was dropped and resent (the model analysed it twice), or answered
+    503 when dropped while its answer was being read (tests/test_serve_load.py at concurrency 32), and the
+    call that renewed it could hang (a /readyz here, > 30 s). A /readyz probes the model process through the
+    same client, so 150 of them while 16 analyses wait there cross any such boundary: each probe answers,
+    each analysis answers 200, and the model sees each image once."""
+    before = server.get("/metrics").text
+    images = [png_bytes(scene(seed)) for seed in range(16)]
+    with ThreadPoolExecutor(len(images)) as analyses, ThreadPoolExecutor(4) as probes:
+        answers = [analyses.submit(server.analyze, data, params={"retrieval": "false"}) for data in images]
+        time.sleep(0.5)  # the analyses reach the model process (batches of 8: two passes or more)
+        list(probes.map(lambda _: requests.get(server.url + "/readyz", timeout=30), range(150)))
+        still_running = sum(not a.done() for a in answers)
+        answers = [a.result() for a in answers]
+    print(f"\n150 /readyz done with {still_running} of {len(images)} analyses still in flight")
+    for r in answers:
+        assert r.status_code == 200, r.text
+    after = server.get("/metrics").text
+    images_seen = _metric(after, "safetyvlm_batch_size_sum") - _metric(before, "safetyvlm_batch_size_sum")
+    assert images_seen == len(images), f"the model analysed {images_seen} images for {len(images)} requests"
+
+
 def test_metrics_count_refusals(server):
     server.post("/analyze", data=b"", headers={**server.auth, "Content-Type": "image/png"})
     text = server.get("/metrics").text

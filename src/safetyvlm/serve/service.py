@@ -77,9 +77,19 @@ class Job(BaseModel):
     max_tools: int | None = None
 
 
+# The API server's BentoML client to this service renews its HTTP session every `runner_connection`
+# max_requests calls (default 100) or max_age seconds (300) by closing the old one with its calls still in
+# flight: at concurrency 32 about 30 were dropped at once, each resent (the model analysing it twice) or,
+# when dropped while its answer was being read (a bare TimeoutError, not retried), answered 503. This
+# service is one local process with nothing to rebalance, and the next call reopens a lost connection:
+# never renew.
+NEVER_RENEW = {"max_requests": 2**62, "max_age": 1e12}  # max_age must be a float (BentoML's schema)
+
+
 # the model's own timeout is longer than the API server's, so a slow request ends as the API server's
 # 504, never as a model-side error
-@bentoml.service(name="safetyvlm-model", workers=1, traffic={"timeout": CONFIG.timeout_s + 30})
+@bentoml.service(name="safetyvlm-model", workers=1, traffic={"timeout": CONFIG.timeout_s + 30},
+                 runner_connection=NEVER_RENEW)
 class VLMRunner:
     def __init__(self) -> None:
         self.analyzer = Analyzer(CONFIG)
@@ -341,8 +351,8 @@ class Front:
                 break
             except Exception as e:  # the model process is down, restarting or overloaded: retryable
                 if attempt + 1 < MODEL_CALL_ATTEMPTS and _dropped_connection(e):
-                    # under load the pooled connection to the model process is at times closed under a
-                    # request (aiohttp ServerDisconnectedError); the analysis is idempotent, so send it again
+                    # a pooled connection to the model process can be gone (it restarted, or closed an idle
+                    # keep-alive just as it was reused); the analysis is idempotent, so send it again
                     log.warning("model call retried after %s", type(e).__name__)
                     await asyncio.sleep(0.05 * (attempt + 1))
                     continue
