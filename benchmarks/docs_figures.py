@@ -131,10 +131,11 @@ def _gpu_rows(name: str) -> list[dict]:
 def gpu_train(card: str) -> str:
     name = f"gpu_real_path_{card}.json"
     d = _read(name)
-    rows = [[r["family"], r["config"], r.get("backend") or "hf", r.get("batch"), r.get("s_per_step"),
+    # a configuration measured again in a later call (other code, other sample lengths) keeps both rows
+    rows = [[r["family"], r["config"], r.get("call"), r.get("backend") or "hf", r.get("batch"), r.get("s_per_step"),
              r.get("tokens_per_s"), None if r.get("mfu") is None else _pct(r["mfu"]), r.get("peak_alloc_gib")]
             for r in _gpu_rows(name) if r["config"].startswith(("train:", "dpo:", "grpo:"))]
-    table = _table(["family", "run", "backend", "batch", "s / step", "tokens / s", "MFU", "peak GiB"], rows)
+    table = _table(["family", "run", "call", "backend", "batch", "s / step", "tokens / s", "MFU", "peak GiB"], rows)
     matmul = d["matmul_tflops_bf16_8192"]
     if isinstance(matmul, list):
         matmul = max(m["tflops"] if isinstance(m, dict) else m for m in matmul)

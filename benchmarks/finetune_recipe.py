@@ -94,8 +94,9 @@ def write_doc(results: dict) -> Path:
             " depend on what else ran on the two cores. Overrides are relative to params.yaml on the run's date"
             " (`finetune.rag_fraction` was 0.3 until 2026-12-05, 0.1 that day, 0 since 2026-12-06; newer runs"
             " also record their whole config in the JSON). Runs A-R started from the bases shipped before"
-            " segments 7 and 8 (models/shipped/PROVENANCE.md), S on from those. \"+ RAG\": the same model on the"
-            " same valid images answered in two passes with retrieval (`--retrieval TAG`; – where not measured).\n\n"
+            " segments 7 and 8 (models/shipped/PROVENANCE.md), S-AC from those (segment 9's came later)."
+            " \"+ RAG\": the same model on the same valid images answered in two passes with retrieval"
+            " (`--retrieval TAG`; – where not measured).\n\n"
             + "| " + " | ".join(head) + " |\n|" + "|".join(["---"] * 3 + ["---:"] * 10 + ["---"]) + "|\n"
             + "\n".join("| " + " | ".join(r) + " |" for r in rows) + "\n\n## Loss curves\n\n" + "\n".join(curves) + "\n")
     DOC.parent.mkdir(parents=True, exist_ok=True)

@@ -70,7 +70,7 @@ class Condition:
 class EvalConfig:
     families: list[str] = field(default_factory=lambda: ["qwen2_5_vl", "mllama"])
     split: str = "test"
-    images: int | None = 150          # None: the whole split
+    images: int | None = 200          # None: the whole split
     batch_size: int = 25
     max_new_tokens: int = 400
     latency_images: int = 4            # timed one at a time (batch 1) for p50/p95

@@ -81,6 +81,11 @@ class FinetuneConfig:
     # A passage of each of this many other categories joins a retrieval sample's own (shuffled), so the
     # passages no longer give the answer's names away. 0: off (at 2 the plain answers were no better, run N).
     rag_distractors: int = 0
+    # Batch samples of similar length together (transformers' group_by_length sampler): at random a
+    # batch of 8 is ~24% padding (1 to 3 tools make answers of very different lengths), grouped ~1%.
+    # Off: the answers were no better (run AC). Always on when some samples carry passages (several times
+    # longer).
+    group_by_length: bool = False
     # none | ddp | fsdp: run the stage under torchrun with `processes` ranks (train/distributed.py)
     distributed: str = "none"
     processes: int | None = None  # None: every GPU, or 2 CPU processes
@@ -234,7 +239,7 @@ class SFTRun(LoraRun):
             assistant_only_loss=answer_only_loss_supported(),
             # passages make a prompt several times longer: batch similar lengths together so a short
             # sample is not padded to a long one's length
-            train_sampling_strategy="group_by_length" if rag_samples else "random",
+            train_sampling_strategy="group_by_length" if rag_samples or cfg.group_by_length else "random",
             length_column_name="length",
             remove_unused_columns=False,  # keep `length` for the sampler; the VLM collator ignores it
         ))
