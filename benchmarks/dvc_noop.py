@@ -1,4 +1,4 @@
-"""DVC speed figures: a no-op `dvc repro` (goal <= 3 s) and, from a log, the whole default graph (goal <= 15 min).
+"""DVC speed figures: a no-op `dvc repro` (goal <= 3 s) and, from a log, the whole default graph (goal <= 20 min, issue 18).
 
     python benchmarks/dvc_noop.py [--repo .] [--runs 5] [--targets STAGE ...]   # time a no-op dvc repro
     python benchmarks/dvc_noop.py --log LOG ...                                  # + stage times from LOG
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 NOOP_GOAL_S = 3.0
-GRAPH_GOAL_S = 15 * 60
+GRAPH_GOAL_S = 20 * 60
 STAMP = re.compile(r"^\[\s*(\d+(?:\.\d+)?)\] ?(.*)$")
 RUNNING = re.compile(r"^Running stage '([^']+)'")
 SKIPPED = re.compile(r"^Stage '([^']+)' (?:didn't change|is cached)")
