@@ -61,7 +61,8 @@ def eval_section(doc: dict, compared: list[dict] | None = None) -> str:
     sizes = sorted({m.get("n_images") for conds in doc.values() for m in conds.values()}, key=str)
     images = f"{sizes[0]} images per row" if len(sizes) == 1 else f"images per row: {sizes}"
     intro = _para(f"From `metrics/detail/eval.json`: {images}, greedy; rows ending in \"· shifted\" are on the shifted "
-                  "test set (`dataset.shifted`: surfaces, lighting, sizes and clutter never seen in training). "
+                  "test set (`dataset.shifted`: two surfaces never seen in training; harsher lighting, wider sizes and "
+                  "more clutter than the training scenes and the bases' pretraining, ranges they extend and overlap). "
                   "Brackets: 95% bootstrap intervals over images.")
     parts = [f"## Evaluation (eval stage)\n\n{intro}\n{main_table(doc)}\n{SCORED_NOTE}"]
     if compared:
