@@ -92,3 +92,15 @@ def test_the_comparison_catches_a_drifted_default():
     drifted = {**section("finetune"), "rag_fraction": 0.25}
     assert FinetuneConfig.from_dict(drifted) != FinetuneConfig()
     assert FinetuneConfig.from_dict(section("finetune")) == FinetuneConfig()
+
+
+def test_the_bases_are_scored_on_the_datasets_own_render_settings():
+    """base.train.eval_render / eval_shifted restate dataset.render / dataset.shifted.render (a dataclass
+    field cannot point at another section): a change to one without the other would score the bases on
+    scenes the pipeline's test splits no longer have."""
+    from safetyvlm.data.render import RenderConfig
+
+    train, dataset = PARAMS["base"]["train"], PARAMS["dataset"]
+    assert RenderConfig.from_dict(train["eval_render"]) == RenderConfig.from_dict(dataset["render"])
+    shifted = {**dataset["render"], **dataset["shifted"]["render"]}
+    assert RenderConfig.from_dict({**train["eval_render"], **train["eval_shifted"]}) == RenderConfig.from_dict(shifted)

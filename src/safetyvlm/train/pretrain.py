@@ -517,18 +517,17 @@ def train_bases(parts: dict, cfg: BaseTrainConfig, out_dirs: dict, device: str |
         train_seconds = time.perf_counter() - start
         run.model.eval()
         # the report prompt with passages is scored too once the mixture has it (it costs a third more)
-        tasks = {"detect": ("detect", False), "report": ("report", False)}
+        # name: (prompt, passages in it, render settings of the scenes)
+        tasks = {"detect": ("detect", False, cfg.eval_render), "report": ("report", False, cfg.eval_render)}
         if cfg.report_passages:
-            tasks["passages"] = ("report", True)
+            tasks["passages"] = ("report", True, cfg.eval_render)
         if cfg.eval_shifted is not None:
-            tasks["shifted"] = ("report", False)
+            tasks["shifted"] = ("report", False, {**cfg.eval_render, **cfg.eval_shifted})
         evals = {name: evaluate_base(run.model, run.processor, f, n=cfg.eval_images, seed=cfg.eval_seed,
-                                     render=cfg.eval_render if name != "shifted" else
-                                     {**cfg.eval_render, **cfg.eval_shifted},
-                                     batch_size=cfg.eval_batch_size,
+                                     render=render, batch_size=cfg.eval_batch_size,
                                      max_new_tokens=cfg.max_new_tokens if task == "detect" else cfg.report_tokens,
                                      task=task, with_passages=wp)
-                 for name, (task, wp) in tasks.items()}
+                 for name, (task, wp, render) in tasks.items()}
         record = {
             "family": f,
             "config": asdict(cfg),
