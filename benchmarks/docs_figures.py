@@ -93,6 +93,16 @@ def rag_latency() -> str:
             + _table(["step", "p50 ms", "p99 ms", "runs"], rows) + tail)
 
 
+def generation_cpu() -> str:
+    d = _read("generation_cpu.json")
+    rows = [[r["family"], r["cache"], r["batch_size"], r["seconds_per_image"], f"{r['same_answers_as_first']} / {r['images']}"]
+            for r in d["runs"]]
+    return (f"From `benchmarks/results/generation_cpu.json` ({d['date']}, {d['cores']} CPU cores; the finetuned language "
+            "LoRA of each family on the first test images, report prompt, greedy, 400 new tokens at most; same "
+            "answers: how many are, token for token, the family's first setting's):\n\n"
+            + _table(["family", "KV cache", "batch", "s / image", "same answers"], rows))
+
+
 def poisoning() -> str:
     d = _read("rag_poisoning_cpu.json")
     rows = []
@@ -169,7 +179,7 @@ def ddp() -> str:
 BLOCKS = {"load": load, "soak": soak, "rag-latency": rag_latency, "poisoning": poisoning, "injection": injection,
           "gpu-train-h100": lambda: gpu_train("h100"), "gpu-train-h200": lambda: gpu_train("h200"),
           "gpu-generate-h100": lambda: gpu_generate("h100"), "gpu-generate-h200": lambda: gpu_generate("h200"),
-          "ddp": ddp}
+          "ddp": ddp, "generation-cpu": generation_cpu}
 
 
 def render(text: str, where: str = "") -> str:

@@ -32,7 +32,7 @@ from safetyvlm.eval.judge import LocalJudge, OpenAIJudge
 from safetyvlm.eval.report import SHIFTED_SUFFIX
 from safetyvlm.kb import load_kb
 from safetyvlm.model.boxes import model_frame
-from safetyvlm.model.generate import generate_reports, generate_scored
+from safetyvlm.model.generate import CACHES, generate_reports, generate_scored
 from safetyvlm.model.presets import BASE_RECORD, base_model_path
 
 log = logging.getLogger("safetyvlm.eval")
@@ -71,8 +71,13 @@ class EvalConfig:
     families: list[str] = field(default_factory=lambda: ["qwen2_5_vl", "mllama"])
     split: str = "test"
     images: int | None = 200          # None: the whole split
-    batch_size: int = 25
+    batch_size: int = 100
     max_new_tokens: int = 400
+    # the KV cache of the batched answers (model/generate.py): static is preallocated, dynamic grows by a
+    # copy every token, which costs Qwen more as the batch grows; the same tokens either way. On 2 CPU cores
+    # batch 100 took ~0.65x batch 25's time, static ~0.85x dynamic's for Qwen, ~1.05x for Mllama
+    # (benchmarks/results/generation_cpu.json)
+    cache: str = "static"
     latency_images: int = 4            # timed one at a time (batch 1) for p50/p95
     iou_threshold: float = 0.5
     claim_threshold: float = 0.55     # MiniLM cosine for a claim to count as supported (hallucination.py)
@@ -90,6 +95,8 @@ class EvalConfig:
     def __post_init__(self):
         if self.judge not in ("local", "openai"):
             raise ValueError(f"eval.judge must be local or openai, got {self.judge!r}")
+        if self.cache not in CACHES:
+            raise ValueError(f"eval.cache must be one of {', '.join(CACHES)}, got {self.cache!r}")
         self.conditions = [c if isinstance(c, Condition) else from_section(Condition, c, "eval.conditions[]")
                            for c in self.conditions]
         names = [c.name for c in self.conditions]
@@ -141,11 +148,11 @@ def generate_answers(model_dir: str, family: str, rows, cfg: EvalConfig, *, retr
     start = time.perf_counter()
     if retriever is not None:
         answers = answer_with_retrieval(model, processor, images, retriever, max_new_tokens=cfg.max_new_tokens,
-                                        batch_size=cfg.batch_size, first_pass=first_pass)
+                                        batch_size=cfg.batch_size, first_pass=first_pass, cache=cfg.cache)
         plain = [a.first_pass_text for a in answers]
     else:
         answers = generate_scored(model, processor, images, max_new_tokens=cfg.max_new_tokens,
-                                  batch_size=cfg.batch_size)
+                                  batch_size=cfg.batch_size, cache=cfg.cache)
         plain = [a.text for a in answers]
     batch_seconds = time.perf_counter() - start
     latencies = timed_answers(model, processor, images[: cfg.latency_images], retriever=retriever,

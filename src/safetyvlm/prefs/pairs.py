@@ -26,6 +26,7 @@ from tqdm import tqdm
 from safetyvlm.answer.retrieval import answer_with_retrieval
 from safetyvlm.kb import load_kb
 from safetyvlm.model.boxes import model_frame
+from safetyvlm.model.generate import CACHES
 from safetyvlm.model.prompts import assistant_message, build_messages
 from safetyvlm.parse import parse_report
 from safetyvlm.prefs.rewards import REWARD_NAMES, AnswerScorer, default_weights
@@ -41,9 +42,14 @@ class PairsConfig:
 
     images: int | None = 120        # train-split images to answer twice (None: all)
     margin: float = 0.02            # keep a pair only if chosen's total beats rejected's by this much
-    batch_size: int = 25
+    batch_size: int = 60
     max_new_tokens: int = 400
+    cache: str = "static"           # the KV cache of both passes (eval.cache says why)
     weights: dict[str, float] = field(default_factory=default_weights)
+
+    def __post_init__(self):
+        if self.cache not in CACHES:
+            raise ValueError(f"grpo.pairs.cache must be one of {', '.join(CACHES)}, got {self.cache!r}")
 
 
 def without_sources(text: str, image_size, frame) -> str:
@@ -78,7 +84,7 @@ def score_answers(model, processor, family: str, split, retriever, cfg: PairsCon
         for start in range(0, n, cfg.batch_size):
             chunk = images[start:start + cfg.batch_size]
             answers += answer_with_retrieval(model, processor, chunk, retriever, max_new_tokens=cfg.max_new_tokens,
-                                             batch_size=cfg.batch_size)
+                                             batch_size=cfg.batch_size, cache=cfg.cache)
             bar.update(len(chunk))
     records = []
     for i, (row, ans) in enumerate(zip(rows, answers)):
