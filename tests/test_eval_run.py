@@ -39,6 +39,8 @@ def test_config_from_params_and_its_errors():
         EvalConfig.from_dict({"conditions": [{"name": "a", "model": "x", "rag": True}]})
     with pytest.raises(ValueError, match="judge"):
         EvalConfig.from_dict({"judge": "gpt"})
+    with pytest.raises(ValueError, match="eval.cache must be one of dynamic, static"):
+        EvalConfig.from_dict({"cache": "paged"})
     assert cfg.shifted["split"] == "test_shifted" and set(cfg.shifted["conditions"]) <= {c.name for c in cfg.conditions}
 
 

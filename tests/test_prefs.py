@@ -63,6 +63,13 @@ def test_pairs_are_scored_filtered_by_margin_and_stored_without_passages(dataset
     assert set(m["per_reward_mean"]) == {"json_validity", "detection_quality", "safety_grounding", "format_length"}
 
 
+def test_an_unknown_kv_cache_for_the_pairs_is_a_clear_error():
+    from safetyvlm.prefs.pairs import PairsConfig
+
+    with pytest.raises(ValueError, match="grpo.pairs.cache must be one of dynamic, static, got 'paged'"):
+        PairsConfig(cache="paged")
+
+
 def test_select_pairs_keeps_exactly_those_beating_the_margin():
     from PIL import Image
 
