@@ -95,7 +95,7 @@ def write_doc(results: dict) -> Path:
             " (`finetune.rag_fraction` was 0.3 until 2026-12-05, 0.1 that day, 0 since 2026-12-06; newer runs"
             " also record their whole config in the JSON). Runs A-R started from the bases shipped before"
             " segments 7 and 8 (models/shipped/PROVENANCE.md), S-AC from those, AD-AG from segment 9's (on 100"
-            " valid images, the others on 50), AH-AI from segment 11's. `finetune.group_by_length` was false until 2026-12-07, true since (AE / AG against"
+            " valid images, the others on 50), AH-AK from segment 11's. `finetune.group_by_length` was false until 2026-12-07, true since (AE / AG against"
             " AD / AF: -30% and -37% train time, valid name F1 -0.005 and -0.027)."
             " \"+ RAG\": the same model on the same valid images answered in two passes with retrieval"
             " (`--retrieval TAG`; – where not measured).\n\n"
