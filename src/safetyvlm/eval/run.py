@@ -32,7 +32,7 @@ from safetyvlm.eval.judge import LocalJudge, OpenAIJudge
 from safetyvlm.eval.report import SHIFTED_SUFFIX
 from safetyvlm.kb import load_kb
 from safetyvlm.model.boxes import model_frame
-from safetyvlm.model.generate import CACHES, generate_reports, generate_scored
+from safetyvlm.model.generate import check_cache, generate_reports, generate_scored
 from safetyvlm.model.presets import BASE_RECORD, base_model_path
 
 log = logging.getLogger("safetyvlm.eval")
@@ -95,8 +95,7 @@ class EvalConfig:
     def __post_init__(self):
         if self.judge not in ("local", "openai"):
             raise ValueError(f"eval.judge must be local or openai, got {self.judge!r}")
-        if self.cache not in CACHES:
-            raise ValueError(f"eval.cache must be one of {', '.join(CACHES)}, got {self.cache!r}")
+        check_cache(self.cache, "eval.cache")
         self.conditions = [c if isinstance(c, Condition) else from_section(Condition, c, "eval.conditions[]")
                            for c in self.conditions]
         names = [c.name for c in self.conditions]

@@ -128,6 +128,12 @@ def token_spans(tokenizer, ids: Sequence[int], logprobs: Sequence[float], text: 
 CACHES = ("dynamic", "static")
 
 
+def check_cache(cache: str, name: str = "cache") -> None:
+    """A clear error for a KV cache outside CACHES; `name` says which setting held it."""
+    if cache not in CACHES:
+        raise ValueError(f"{name} must be one of {', '.join(CACHES)}, got {cache!r}")
+
+
 def generate_reports(model, processor, images, *, max_new_tokens: int = 512, passages: Sequence | None = None,
                      batch_size: int = 8, task: str = "report", cache: str = "dynamic") -> list[str]:
     """Greedy answers for `images` (PIL images), one string per image, in order (`generate_scored`'s texts)."""
@@ -146,8 +152,7 @@ def generate_scored(model, processor, images, *, max_new_tokens: int = 512,
     `cache`: "dynamic" (grows with the answer) or "static" (preallocated to prompt + `max_new_tokens`:
     fixed shapes, so on a GPU transformers compiles the decoding step; the same tokens, greedy).
     """
-    if cache not in CACHES:
-        raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
+    check_cache(cache)
     import torch
     from transformers import LogitsProcessorList
 

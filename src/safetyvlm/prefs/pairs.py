@@ -26,7 +26,7 @@ from tqdm import tqdm
 from safetyvlm.answer.retrieval import answer_with_retrieval
 from safetyvlm.kb import load_kb
 from safetyvlm.model.boxes import model_frame
-from safetyvlm.model.generate import CACHES
+from safetyvlm.model.generate import check_cache
 from safetyvlm.model.prompts import assistant_message, build_messages
 from safetyvlm.parse import parse_report
 from safetyvlm.prefs.rewards import REWARD_NAMES, AnswerScorer, default_weights
@@ -48,8 +48,7 @@ class PairsConfig:
     weights: dict[str, float] = field(default_factory=default_weights)
 
     def __post_init__(self):
-        if self.cache not in CACHES:
-            raise ValueError(f"grpo.pairs.cache must be one of {', '.join(CACHES)}, got {self.cache!r}")
+        check_cache(self.cache, "grpo.pairs.cache")
 
 
 def without_sources(text: str, image_size, frame) -> str:

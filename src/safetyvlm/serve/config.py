@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from safetyvlm.config import from_section
-from safetyvlm.model.generate import CACHES
+from safetyvlm.model.generate import check_cache
 
 ENV_PREFIX = "SAFETYVLM_"
 # multipart framing around the image: boundaries, part headers, the two option fields
@@ -76,8 +76,7 @@ class ServeConfig:
         if not 1 <= int(self.body_timeout_s) < int(self.timeout_s):
             raise ValueError(f"serve config: body_timeout_s must be >= 1 and below timeout_s "
                              f"({self.timeout_s}), got {self.body_timeout_s!r}")
-        if self.cache not in CACHES:
-            raise ValueError(f"serve config: cache must be one of {CACHES}, got {self.cache!r}")
+        check_cache(self.cache, "serve config: cache")
         if self.max_concurrency is not None and int(self.max_concurrency) < 1:
             raise ValueError(f"serve config: max_concurrency must be >= 1, got {self.max_concurrency!r}")
 
