@@ -155,12 +155,12 @@ def gpu_train(card: str) -> str:
 
 def gpu_generate(card: str) -> str:
     name = f"gpu_real_path_{card}.json"
-    rows = [[r["family"], r["config"], r.get("batch"), r.get("tokens_per_s"),
+    rows = [[r["family"], r["config"], r.get("call"), r.get("batch"), r.get("tokens_per_s"),
              r.get("decode_tokens_per_s"), r.get("ms_per_image"), r.get("peak_alloc_gib")]
             for r in _gpu_rows(name) if r["config"].startswith(("gen:", "analyze:"))]
     return (f"From `benchmarks/results/{name}` (greedy decoding; `analyze` = the service's own `Analyzer` "
-            "in-process):\n\n" + _table(["family", "run", "batch", "tokens / s", "decode tokens / s", "ms / image",
-                                         "peak GiB"], rows))
+            "in-process):\n\n" + _table(["family", "run", "call", "batch", "tokens / s", "decode tokens / s",
+                                         "ms / image", "peak GiB"], rows))
 
 
 def ddp() -> str:

@@ -155,3 +155,16 @@ def test_the_synthetic_source_adds_a_shifted_test_split_rendered_with_its_own_se
     assert metrics["splits"]["test_shifted"]["images"] == 2
     # other pixels than the in-distribution test images of the same seed offsets
     assert dd["test_shifted"][0]["image"].tobytes() != dd["test"][0]["image"].tobytes()
+
+
+def test_train_render_widens_the_train_split_alone(tmp_path):
+    base = {"sizes": {"train": 2, "valid": 1, "test": 1}, "render": {"clutter": 0, "backgrounds": ["wood"]},
+            "shifted": {}}
+    build_dataset(DatasetParams.from_dict(base), tmp_path / "plain")
+    build_dataset(DatasetParams.from_dict({**base, "train_render": {"lighting": 1.6, "clutter": 5}}), tmp_path / "wide")
+    plain, wide = load_dataset_dir(tmp_path / "plain"), load_dataset_dir(tmp_path / "wide")
+    pixels = lambda dd, split: [r["image"].tobytes() for r in dd[split]]  # noqa: E731
+    assert pixels(wide, "train") != pixels(plain, "train")
+    assert pixels(wide, "valid") == pixels(plain, "valid") and pixels(wide, "test") == pixels(plain, "test")
+    with pytest.raises(ValueError, match="lighting"):
+        build_dataset(DatasetParams.from_dict({**base, "train_render": {"lighting": -1}}), tmp_path / "bad")

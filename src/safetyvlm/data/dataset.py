@@ -53,6 +53,9 @@ class DatasetParams:
     seed: int = 0
     sizes: dict = field(default_factory=lambda: {"train": 2000, "valid": 200, "test": 200})
     render: dict = field(default_factory=training_render)  # RenderConfig fields
+    # RenderConfig fields over `render` for the train split alone (valid and test keep `render`): wider
+    # light, sizes and clutter in training, so the finetune does not narrow what the base has seen
+    train_render: dict = field(default_factory=dict)
     class_map: dict = field(default_factory=dict)  # foreign name -> category, or null to ignore
     skip_invalid: bool = False
     max_side: int | None = 1024  # foreign photos are downscaled to this longest side
@@ -222,9 +225,11 @@ def _jpeg(image: Image.Image) -> bytes:
 def iter_examples(params: DatasetParams) -> Iterator[SourceExample]:
     if params.source == "synthetic":
         cfg = RenderConfig.from_dict(params.render)
+        train_cfg = RenderConfig.from_dict({**params.render, **params.train_render})
         for offset, split in enumerate(SPLITS):
             # Splits get disjoint seeds so no test image is a re-render of a training one.
-            yield from render_examples(params.sizes.get(split, 0), params.seed * 1000 + offset, cfg, split=split)
+            yield from render_examples(params.sizes.get(split, 0), params.seed * 1000 + offset,
+                                       train_cfg if split == "train" else cfg, split=split)
         if params.shifted.get("size"):
             shifted = RenderConfig.from_dict({**params.render, **params.shifted.get("render", {})})
             yield from render_examples(params.shifted["size"], params.seed * 1000 + len(SPLITS), shifted, split=SHIFTED)
