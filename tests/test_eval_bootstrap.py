@@ -72,12 +72,18 @@ def test_results_carry_intervals_and_the_paired_comparisons_of_the_conditions():
         return {"n_images": n, **{k: float(v) for k, v in sums.items()}, "ci": intervals(rows), "per_image": rows}
 
     results = {"qwen2_5_vl": {"zero-shot": cond(zero), "ft vision+language": cond(tuned),
-                              "ft vision+language · shifted": cond(tuned[:50], 50)}}
+                              "ft vision+language · shifted": cond(tuned[:50], 50),
+                              "zero-shot · shifted": cond(zero[:50], 50)}}
     rows = comparisons(results)
     gain = next(r for r in rows if r["a"] == "ft vision+language" and r["b"] == "zero-shot" and r["metric"] == "f1")
     assert gain["paired"] and gain["significant"] and gain["ci"][0] > 0.3
-    shifted = next(r for r in rows if r["a"].endswith("shifted") and r["metric"] == "f1")
-    assert shifted["b"] == "ft vision+language" and not shifted["paired"] and shifted["ci"] is None
+    shifted = next(r for r in rows if r["a"] == "ft vision+language · shifted" and r["metric"] == "f1"
+                   and r["b"] == "ft vision+language")
+    assert not shifted["paired"] and shifted["ci"] is None
+    # two rows on the same shifted images are paired like the test set's
+    on_shift = next(r for r in rows if r["a"] == "ft vision+language · shifted" and r["b"] == "zero-shot · shifted"
+                    and r["metric"] == "f1")
+    assert on_shift["paired"] and on_shift["significant"] and on_shift["ci"][0] > 0.2
     table = main_table(results)
     assert "| qwen2_5_vl | zero-shot | 100 |" in table and "[" in table
     md = results_markdown(results)

@@ -84,3 +84,25 @@ def test_targets_name_the_best_finetuned_row_and_say_by_how_much_each_is_missed(
     assert cells[("ft vision+language · shifted", "det F1 @0.5")] == "missed by 0.010"
     assert cells[("ft vision+language · shifted", "claim hallucination")] == "missed by 0.100"
     assert "0.820 [0.70, 0.80]" in targets_section(doc)
+
+
+def test_a_missed_finetune_target_names_its_paired_change_against_the_bases():
+    from safetyvlm.eval.docs import targets_section
+
+    row = {"json_valid": 0.99, "name_f1": 0.85, "f1": 0.85, "mean_iou": 0.8, "safety_agreement": 0.95,
+           "claim_hallucination": 0.05}
+    doc = {"mllama": {"zero-shot": {**row, "name_f1": 0.88}, "ft language": row,
+                      "ft language · shifted": {**row, "name_f1": 0.75}, "zero-shot · shifted": row}}
+    compared = [{"family": "mllama", "a": "ft language", "b": "zero-shot", "metric": "name_f1", "paired": True,
+                 "difference": -0.03, "ci": [-0.05, -0.01], "significant": True},
+                {"family": "mllama", "a": "ft language · shifted", "b": "zero-shot · shifted", "metric": "name_f1",
+                 "paired": True, "difference": -0.1, "ci": [-0.15, -0.05], "significant": True}]
+    text = targets_section(doc, compared)
+    assert "- mllama, ft language, name F1: missed by 0.050; ft language - zero-shot on the same images: " \
+           "-0.030 [-0.050, -0.010]" in text
+    assert "- mllama, ft language · shifted, name F1: missed by 0.050; ft language · shifted - zero-shot · shifted" \
+           " on the same images: -0.100 [-0.150, -0.050]" in text
+    # the zero-shot row's own misses are the bases', not a finetune's: no line for them
+    assert "- mllama, zero-shot" not in text and "finetune-recipe.md" in text
+    # nothing missed, no section
+    assert "Where the finetuned rows miss" not in targets_section({"mllama": {"zero-shot": row}}, compared)

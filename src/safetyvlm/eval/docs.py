@@ -88,11 +88,42 @@ def _verdict(value, bound: float, higher: bool) -> str:
     return "met" if gap <= 0 else f"missed by {gap:.3f}"
 
 
-def targets_section(doc: dict) -> str:
+# Where a miss of the finetuned rows comes from, and what was tried against it
+MISSED_NOTE = ("What was tried against these misses, with the figures: the bases' training segments in "
+               "`models/shipped/PROVENANCE.md` (what the finetune starts from) and the finetune runs in "
+               "[finetune-recipe.md](finetune-recipe.md) (steps, learning rates, output layer, detect replay, "
+               "wider train renders, weight averages with the base).")
+
+
+def _comparison(compared: list[dict], family: str, a: str, b: str, metric: str) -> dict | None:
+    return next((c for c in compared if (c.get("family"), c.get("a"), c.get("b"), c.get("metric"))
+                 == (family, a, b, metric)), None)
+
+
+def _missed_section(misses: list[tuple[str, str, str, str, str]], compared: list[dict]) -> str:
+    """One line per missed target of a finetuned row: its paired change against the bases answering zero-shot
+    on the same images (the test set, or the shifted set for a shifted row): how much of the miss the
+    finetune adds to what its base starts from."""
+    lines = []
+    for fam, row, key, label, verdict in misses:
+        source = "zero-shot" + SHIFTED_SUFFIX if row.endswith(SHIFTED_SUFFIX) else "zero-shot"
+        c = _comparison(compared, fam, row, source, key)
+        change = (f"; {row} - {source} on the same images: {c['difference']:+.3f} "
+                  f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]" if c and c.get("ci") else "")
+        lines.append(f"- {fam}, {row}, {label}: {verdict}{change}")
+    if not lines:
+        return ""
+    intro = _para("Where a finetuned row misses a target: its paired change (95% interval over images) against "
+                  "the zero-shot row on the same images, i.e. how much the finetune loses or adds to the base "
+                  "it starts from.")
+    return f"\n### Where the finetuned rows miss\n\n{intro}\n" + "\n".join(lines) + "\n\n" + _para(MISSED_NOTE)
+
+
+def targets_section(doc: dict, compared: list[dict] | None = None) -> str:
     """The default pipeline's targets against the eval rows: the zero-shot row (the bases), the best
     finetuned row (highest det F1 among the model's own answers) and that row on the shifted set."""
     head = ["family", "row", "metric", "target", "measured [95% CI]", "verdict"]
-    rows = []
+    rows, misses = [], []
     for fam, conds in doc.items():
         own = {c: m for c, m in conds.items() if not m.get("grounded") and not c.endswith(SHIFTED_SUFFIX)}
         checks = []
@@ -112,12 +143,14 @@ def targets_section(doc: dict) -> str:
                 value = m.get(key)
                 ci = (m.get("ci") or {}).get(key)
                 shown = _cell(value, 3) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and value is not None else "")
-                rows.append([fam, name, label, f"{'>=' if higher else '<='} {bound:.2f}", shown,
-                             _verdict(value, bound, higher)])
+                verdict = _verdict(value, bound, higher)
+                rows.append([fam, name, label, f"{'>=' if higher else '<='} {bound:.2f}", shown, verdict])
+                if verdict.startswith("missed") and name != "zero-shot":
+                    misses.append((fam, name.removeprefix("best finetuned: "), key, label, verdict))
     intro = _para("The targets the default pipeline is held to (issue 18), against this run's rows: the bases "
                   "answering the report prompt zero-shot, the finetuned row with the highest det F1, and that "
                   f"row on the shifted test set (the same targets less {SHIFT_TOLERANCE}).")
-    return f"## Targets\n\n{intro}\n{_table(head, rows, left=3)}"
+    return f"## Targets\n\n{intro}\n{_table(head, rows, left=3)}" + _missed_section(misses, compared or [])
 
 
 def finetune_section(runs: dict[str, dict], families: list[str]) -> str:
@@ -162,8 +195,8 @@ def results_doc(metrics_dir: str | Path = "metrics") -> str:
     evaluation = _read(metrics_dir / "eval.json")
     compared_path = metrics_dir / "eval_comparisons.json"
     compared = _read(compared_path) if compared_path.exists() else None
-    sections = [HEADER, targets_section(evaluation), eval_section(evaluation, compared), finetune_section(runs, list(evaluation)),
-                rag_section(_read(metrics_dir / "rag.json"))]
+    sections = [HEADER, targets_section(evaluation, compared), eval_section(evaluation, compared),
+                finetune_section(runs, list(evaluation)), rag_section(_read(metrics_dir / "rag.json"))]
     return "\n".join(sections)
 
 

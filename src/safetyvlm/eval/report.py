@@ -146,18 +146,21 @@ def main_table(results: dict) -> str:
 
 
 def comparisons(results: dict) -> list[dict]:
-    """Paired differences (A - B on the same images, 95% paired bootstrap interval) for COMPARISONS, and
-    each condition on the shifted set against itself on the test set, per family and COMPARED_METRICS."""
+    """Paired differences (A - B on the same images, 95% paired bootstrap interval) for COMPARISONS on the
+    test set and on the shifted set, and each condition on the shifted set against itself on the test set
+    (other images: the difference only), per family and COMPARED_METRICS."""
     out = []
     for fam, conds in results.items():
         pairs = [(a, b) for a, b in COMPARISONS if a in conds and b in conds]
         pairs += [(c, c[: -len(SHIFTED_SUFFIX)]) for c in conds
                   if c.endswith(SHIFTED_SUFFIX) and c[: -len(SHIFTED_SUFFIX)] in conds]
+        pairs += [(a + SHIFTED_SUFFIX, b + SHIFTED_SUFFIX) for a, b in COMPARISONS
+                  if a + SHIFTED_SUFFIX in conds and b + SHIFTED_SUFFIX in conds]
         for a, b in pairs:
             pa, pb = conds[a].get("per_image"), conds[b].get("per_image")
             if not pa or not pb:
                 continue
-            paired = len(pa) == len(pb) and not a.endswith(SHIFTED_SUFFIX)
+            paired = len(pa) == len(pb) and a.endswith(SHIFTED_SUFFIX) == b.endswith(SHIFTED_SUFFIX)
             for metric in COMPARED_METRICS:
                 if paired:
                     d = paired_difference(pa, pb, metric)
@@ -194,8 +197,9 @@ def comparisons_table(rows: list[dict]) -> str:
 
 COMPARISON_NOTE = textwrap.fill(
     "A - B on the same test images, with the 95% paired bootstrap interval over images (2,000 resamples); "
-    "* marks an interval that excludes 0, i.e. a difference these images support. Rows against a "
-    "shifted-set condition compare different images: the difference only, see each row's own interval.", 100) + "\n"
+    "* marks an interval that excludes 0, i.e. a difference these images support. Rows comparing a "
+    "shifted-set row with a test-set row compare different images: the difference only, see each row's own "
+    "interval.", 100) + "\n"
 
 
 def results_markdown(results: dict) -> str:
