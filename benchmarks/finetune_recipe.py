@@ -187,10 +187,8 @@ def write_doc(results: dict) -> Path:
             " also record their whole config in the JSON). Runs A-R started from the bases shipped before"
             " segments 7 and 8 (models/shipped/PROVENANCE.md), S-AC from those, AD-AG from segment 9's (on 100"
             " valid images, AL-AQ on 200, the others on 50), AH-AO from segment 11's, AP-AQ from segment 13's."
-            " `finetune.group_by_length`"
-            " was false"
-            " until 2026-12-07, true since (AE / AG against"
-            " AD / AF: -30% and -37% train time, valid name F1 -0.005 and -0.027)."
+            " `finetune.group_by_length` was false until 2026-12-07, true since (AE / AG against AD / AF: -30%"
+            " and -37% train time, valid name F1 -0.005 and -0.027)."
             " \"+ RAG\": the same model on the same valid images answered in two passes with retrieval"
             " (`--retrieval TAG`; – where not measured).\n\n"
             + "| " + " | ".join(head) + " |\n|" + "|".join(["---"] * 3 + ["---:"] * 10 + ["---"]) + "|\n"
@@ -220,14 +218,11 @@ def main() -> None:
     if args.retrieval:
         results[args.retrieval].update(run_retrieval(results[args.retrieval]))
         print("RESULT", json.dumps({k: v for k, v in results[args.retrieval].items() if k.startswith("rag_")}))
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     elif args.shifted:
         results[args.shifted]["shifted"] = run_shifted(results[args.shifted])
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     elif args.average:
         tag, alphas = args.average
         results[tag]["averages"] = run_average(results[tag], [float(a) for a in alphas.split(",")])
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     elif not args.doc:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         r = run(args.family, args.strategy, args.tag, yaml.safe_load(args.overrides) or {}, args.dataset)
@@ -235,6 +230,7 @@ def main() -> None:
             r["dataset_note"] = args.dataset_note
         print("RESULT", json.dumps({k: v for k, v in r.items() if k != "loss_curve"}))
         results[r["tag"]] = r
+    if not args.doc:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(write_doc(results))

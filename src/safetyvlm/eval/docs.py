@@ -128,25 +128,25 @@ def targets_section(doc: dict, compared: list[dict] | None = None) -> str:
         own = {c: m for c, m in conds.items() if not m.get("grounded") and not c.endswith(SHIFTED_SUFFIX)}
         checks = []
         if "zero-shot" in own:
-            checks.append(("zero-shot", own["zero-shot"], ZERO_SHOT_TARGETS))
+            checks.append(("zero-shot", "zero-shot", own["zero-shot"], ZERO_SHOT_TARGETS))
         tuned = {c: m for c, m in own.items() if c != "zero-shot"}
         if tuned:
             best = max(tuned, key=lambda c: tuned[c].get("f1") or 0.0)
-            checks.append((f"best finetuned: {best}", tuned[best], FINETUNE_TARGETS))
+            checks.append((f"best finetuned: {best}", best, tuned[best], FINETUNE_TARGETS))
             shifted = conds.get(best + SHIFTED_SUFFIX)
             if shifted:
                 shift_targets = tuple((k, label, bound - SHIFT_TOLERANCE if higher else bound + SHIFT_TOLERANCE, higher)
                                       for k, label, bound, higher in FINETUNE_TARGETS)
-                checks.append((best + SHIFTED_SUFFIX, shifted, shift_targets))
-        for name, m, targets in checks:
+                checks.append((best + SHIFTED_SUFFIX, best + SHIFTED_SUFFIX, shifted, shift_targets))
+        for name, cond, m, targets in checks:
             for key, label, bound, higher in targets:
                 value = m.get(key)
                 ci = (m.get("ci") or {}).get(key)
                 shown = _cell(value, 3) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and value is not None else "")
                 verdict = _verdict(value, bound, higher)
                 rows.append([fam, name, label, f"{'>=' if higher else '<='} {bound:.2f}", shown, verdict])
-                if verdict.startswith("missed") and name != "zero-shot":
-                    misses.append((fam, name.removeprefix("best finetuned: "), key, label, verdict))
+                if verdict.startswith("missed") and cond != "zero-shot":
+                    misses.append((fam, cond, key, label, verdict))
     intro = _para("The targets the default pipeline is held to (issue 18), against this run's rows: the bases "
                   "answering the report prompt zero-shot, the finetuned row with the highest det F1, and that "
                   f"row on the shifted test set (the same targets less {SHIFT_TOLERANCE}).")
