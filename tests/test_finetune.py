@@ -153,3 +153,25 @@ def test_output_layer_learns_at_its_own_rate(dataset_dir, tmp_path):
     assert full > 3e-3 and slow < full / 5
     with pytest.raises(ValueError, match="lm_head_lr_scale"):
         FinetuneConfig(lm_head_lr_scale=0.0)
+
+
+def test_cpu_loss_from_full_logits_is_trls_fused_loss(dataset_dir, tmp_path, monkeypatch):
+    """On a CPU the finetune takes its loss from the model's own full logits instead of TRL's chunked fused
+    output layer (sft_trainer_class says why): the same numbers, so the same training."""
+    from trl import SFTTrainer
+
+    import safetyvlm.train.sft as sft
+
+    assert sft.sft_trainer_class(cuda=True) is SFTTrainer and sft.sft_trainer_class(cuda=False) is not SFTTrainer
+
+    def losses(name):
+        out = tmp_path / name
+        finetune(str(SHIPPED / "qwen2_5_vl-tiny"), dataset_dir, "qwen2_5_vl", "language",
+                 small_cfg(steps=3, eval_images=0), out)
+        return [h["loss"] for h in json.loads((out / "train_log.json").read_text())]
+
+    ours = losses("full-logits")
+    monkeypatch.setattr(sft, "sft_trainer_class", lambda cuda: SFTTrainer)
+    fused = losses("trl-fused")
+    assert len(ours) == 3 and ours[-1] < ours[0]
+    assert ours == pytest.approx(fused, rel=1e-4)
