@@ -323,28 +323,55 @@ def test_generate_scored_gives_each_token_its_characters_and_its_probability(fam
 
 
 def test_a_static_cache_gives_the_same_greedy_answers_and_probabilities(family, loaded):
-    """`cache="static"` (what the GPU service uses, for fixed shapes) changes where keys and values live,
-    not what is decoded: the same texts and token log-probabilities as the dynamic cache."""
+    """`cache="static"` (what the GPU service uses, for fixed shapes; on a CPU one whose attention reads only
+    its filled part) changes where keys and values live, not what is decoded: the same texts and token
+    log-probabilities as the dynamic cache."""
     from safetyvlm.model.generate import generate_scored
 
     model, processor, _ = loaded
     imgs = images(3)
     dynamic = generate_scored(model, processor, imgs, max_new_tokens=12, batch_size=2)
     asked, generate = [], model.generate
-    def spy(**kw):  # records which cache each generate call was asked for
-        asked.append(kw.get("cache_implementation"))
-        return generate(**kw)
+    def spy(**kw):  # records which cache each generate call was asked for, and how full it read its keys
+        cache = kw.get("cache")
+        out = generate(**kw)
+        if cache is None:
+            asked.append(kw.get("cache_implementation"))
+        else:
+            asked.append(type(cache).__name__)
+        return out
     model.generate = spy
     try:
         static = generate_scored(model, processor, imgs, max_new_tokens=12, batch_size=2, cache="static")
     finally:
         del model.generate
-    assert asked == ["static", "static"]
+    assert asked == ["StaticCache"] * 2 if next(model.parameters()).device.type == "cpu" else ["static"] * 2
     assert [g.text for g in static] == [g.text for g in dynamic]
     for s, d in zip(static, dynamic):
         assert [lp for *_, lp in s.token_logprobs] == pytest.approx([lp for *_, lp in d.token_logprobs], abs=1e-4)
     with pytest.raises(ValueError, match="cache must be one of"):
         generate_scored(model, processor, imgs[:1], max_new_tokens=2, cache="paged")
+
+
+def test_the_cpu_static_cache_attends_over_its_filled_part_only(family, loaded):
+    """Preallocated for 10 tokens, 3 written: attention reads those 3 (and the mask covers them and the
+    query), where transformers' own static layer would hand over all 10. Mllama's cross-attention layers
+    keep exactly what they are given (the image's states)."""
+    from safetyvlm.model.generate import filled_static_cache
+
+    model, _, _ = loaded
+    cache = filled_static_cache(model, 10)
+    text = model.config.get_text_config(decoder=True)
+    cross = set(getattr(text, "cross_attention_layers", None) or ())
+    kinds = [type(layer).__name__ for layer in cache.layers]
+    assert kinds == ["DynamicLayer" if i in cross else "FilledStaticLayer" for i in range(len(kinds))]
+    layer = cache.layers[kinds.index("FilledStaticLayer")]
+    k = torch.randn(2, text.num_key_value_heads, 3, text.hidden_size // text.num_attention_heads)
+    keys, values = layer.update(k, k + 1)
+    assert keys.shape[2] == values.shape[2] == 3 and torch.equal(keys, k) and torch.equal(values, k + 1)
+    assert layer.keys.shape[2] == 10 and layer.get_mask_sizes(1) == (4, 0)
+    keys, _ = layer.update(k[:, :, :1], k[:, :, :1])
+    assert keys.shape[2] == 4 and torch.equal(keys[:, :, 3], k[:, :, 0])
 
 
 def test_trl_messages_collator_labels_exactly_what_encode_batch_labels(family, loaded):
