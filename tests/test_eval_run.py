@@ -99,6 +99,8 @@ def test_every_condition_is_scored_and_retrieval_reuses_the_plain_first_pass(dat
     assert set(rows) == {"plain", "plain + RAG", "plain grounded", "plain · shifted"}
     shifted = rows.pop("plain · shifted")
     assert shifted["n_images"] == 1 and shifted["split"] == "test_shifted" and rows["plain"]["split"] == "test"
+    # the same model answering the same way: its latency is the main split's row's, not timed twice
+    assert shifted["latency_p50"] is None and shifted["latency"] is None
     for name, m in rows.items():
         assert m["n_images"] == 2 and m["retrieval"] == name.endswith("RAG")
         assert m["grounded"] == name.endswith("grounded")

@@ -164,14 +164,19 @@ def test_cpu_loss_from_full_logits_is_trls_fused_loss(dataset_dir, tmp_path, mon
 
     assert sft.sft_trainer_class(cuda=True) is SFTTrainer and sft.sft_trainer_class(cuda=False) is not SFTTrainer
 
-    def losses(name):
-        out = tmp_path / name
+    def curves(name):
+        out, live = tmp_path / name, tmp_path / f"{name}-live"
         finetune(str(SHIPPED / "qwen2_5_vl-tiny"), dataset_dir, "qwen2_5_vl", "language",
-                 small_cfg(steps=3, eval_images=0), out)
-        return [h["loss"] for h in json.loads((out / "train_log.json").read_text())]
+                 small_cfg(steps=3, eval_images=0), out, live_dir=live)
+        tsv = {m: [float(r.split("\t")[1]) for r in (live / f"plots/metrics/{m}.tsv").read_text().splitlines()[1:]]
+               for m in ("entropy", "mean_token_accuracy")}
+        return [h["loss"] for h in json.loads((out / "train_log.json").read_text())], tsv
 
-    ours = losses("full-logits")
+    ours, ours_tsv = curves("full-logits")
     monkeypatch.setattr(sft, "sft_trainer_class", lambda cuda: SFTTrainer)
-    fused = losses("trl-fused")
+    fused, fused_tsv = curves("trl-fused")
     assert len(ours) == 3 and ours[-1] < ours[0]
     assert ours == pytest.approx(fused, rel=1e-4)
+    # TRL's logged entropy and token accuracy of the answer tokens: the same figures from the full logits
+    for metric, values in ours_tsv.items():
+        assert len(values) == 3 and values == pytest.approx(fused_tsv[metric], rel=1e-3, abs=1e-4), metric

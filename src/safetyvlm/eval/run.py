@@ -2,7 +2,8 @@
 
 A condition is `{name, model, retrieval}`; `model` may hold `{family}` (params.yaml `eval.conditions`),
 so a user adds a row by adding an entry. Answers are generated in batches for the metrics; latency is
-timed separately, one image at a time (batch 1, as a user's request), on the first `latency_images`.
+timed separately, one image at a time (batch 1, as a user's request), on the first `latency_images` of the
+main split (a shifted row is the same model answering the same way: its latency is not timed again).
 A retrieval condition answers in two passes (`answer_with_retrieval`); its first pass is the same
 greedy answer as the plain condition of the same model, so that answer is reused when present.
 
@@ -133,13 +134,13 @@ class Answers:
     texts: list[str]
     token_logprobs: list[list]
     plain: list[str]                  # the first pass with retrieval, else the texts themselves
-    latencies: list[float]
+    latencies: list[float] | None     # None: not timed (a shifted row)
     batch_seconds: float
     frame: object
 
 
 def generate_answers(model_dir: str, family: str, rows, cfg: EvalConfig, *, retriever=None,
-                     first_pass: Sequence[str] | None = None) -> Answers:
+                     first_pass: Sequence[str] | None = None, timed: bool = True) -> Answers:
     from safetyvlm.model.loader import load_model
 
     model, processor, _ = load_model(model_dir, family=family, dtype="float32")
@@ -155,21 +156,23 @@ def generate_answers(model_dir: str, family: str, rows, cfg: EvalConfig, *, retr
         plain = [a.text for a in answers]
     batch_seconds = time.perf_counter() - start
     latencies = timed_answers(model, processor, images[: cfg.latency_images], retriever=retriever,
-                              max_new_tokens=cfg.max_new_tokens)
+                              max_new_tokens=cfg.max_new_tokens) if timed else None
     return Answers([a.text for a in answers], [a.token_logprobs for a in answers], plain, latencies,
                    batch_seconds, model_frame(family, processor))
 
 
 def evaluate_model(model_dir: str, family: str, rows, cfg: EvalConfig, *, retriever=None, judge=None,
                    claims=None, kb=None, first_pass: Sequence[str] | None = None, ground: bool = False,
-                   answers: Answers | None = None) -> tuple[dict, Answers]:
+                   answers: Answers | None = None, timed: bool = True) -> tuple[dict, Answers]:
     """(metrics, answers) of one model on `rows`, with retrieval when `retriever` is given.
 
     `answers`: what this model already said with this retrieval (another condition's), scored again
     rather than generated again. `ground`: safety fields from the KB entry of each tool's name.
+    `timed`: whether latency is timed (no latency figures otherwise).
     """
     if answers is None:
-        answers = generate_answers(model_dir, family, rows, cfg, retriever=retriever, first_pass=first_pass)
+        answers = generate_answers(model_dir, family, rows, cfg, retriever=retriever, first_pass=first_pass,
+                                   timed=timed)
     sizes = [tuple(r["image"].size) for r in rows]
     metrics = evaluate_answers(
         answers.texts, [r["instances"] for r in rows], sizes, answers.frame, token_logprobs=answers.token_logprobs,
@@ -242,7 +245,8 @@ def run_eval(cfg: EvalConfig, dataset_dir: str | Path = "data/dataset", rag_dir:
                 model_dir, family, row_set, cfg, retriever=retriever if cond.retrieval else None, judge=judge,
                 claims=claims, kb=kb,
                 first_pass=plain_answers.get((answered_by, split_name)) if cond.retrieval else None,
-                ground=cond.ground, answers=said.get((answered_by, cond.retrieval, split_name)))
+                ground=cond.ground, answers=said.get((answered_by, cond.retrieval, split_name)),
+                timed=split_name == cfg.split)
             plain_answers.setdefault((answered_by, split_name), answers.plain)
             said.setdefault((answered_by, cond.retrieval, split_name), answers)
             metrics["split"] = split_name
