@@ -103,6 +103,17 @@ def generation_cpu() -> str:
             + _table(["family", "KV cache", "batch", "s / image", "same answers"], rows))
 
 
+def repro_time() -> str:
+    d = _read("repro_time.json")
+    rows = [[name, f"{s / 60:.1f}"] for name, s in d["stages"].items()]
+    verdict = "met" if d["graph_s"] <= d["goal_s"] else f"missed by {(d['graph_s'] - d['goal_s']) / 60:.1f} min"
+    skipped = f"; up to date, not run: {', '.join(d['skipped'])}" if d["skipped"] else ""
+    return (f"From `benchmarks/results/repro_time.json` ({d['date']}, {d['cores']} CPU cores; "
+            "`benchmarks/dvc_noop.py --log LOG --runs 0 --save` on a log recorded around `make repro`"
+            f"{skipped}): the graph took {d['graph_s'] / 60:.1f} min, goal <= {d['goal_s'] / 60:.0f} min: "
+            f"{verdict}.\n\n" + _table(["stage", "minutes"], rows))
+
+
 def poisoning() -> str:
     d = _read("rag_poisoning_cpu.json")
     rows = []
@@ -179,7 +190,7 @@ def ddp() -> str:
 BLOCKS = {"load": load, "soak": soak, "rag-latency": rag_latency, "poisoning": poisoning, "injection": injection,
           "gpu-train-h100": lambda: gpu_train("h100"), "gpu-train-h200": lambda: gpu_train("h200"),
           "gpu-generate-h100": lambda: gpu_generate("h100"), "gpu-generate-h200": lambda: gpu_generate("h200"),
-          "ddp": ddp, "generation-cpu": generation_cpu}
+          "ddp": ddp, "generation-cpu": generation_cpu, "repro-time": repro_time}
 
 
 def render(text: str, where: str = "") -> str:

@@ -3,6 +3,7 @@
     python benchmarks/dvc_noop.py [--repo .] [--runs 5] [--targets STAGE ...]   # time a no-op dvc repro
     python benchmarks/dvc_noop.py --log LOG ...                                  # + stage times from LOG
     python3 benchmarks/dvc_noop.py --record LOG -- make repro                    # run a command, write LOG
+    python benchmarks/dvc_noop.py --log LOG --runs 0 --save                      # + write the figures' JSON
 
 `--record` runs the command, passes its output through and writes each line to LOG prefixed with the
 seconds since start (`[  12.34] Running stage 'dataset':`); stdlib only, so it can wrap `make repro`
@@ -10,11 +11,14 @@ by any python3. `--log` reads such a log: each stage's time is from its "Running
 the next stage's (or the end), the graph's from `dvc repro` (make's echo of it, else the first stage
 line) to the end. The no-op timing first checks `dvc status` is clean and refuses otherwise, so it never
 starts training. Figures are reported, never enforced (exit 0 unless the pipeline is not up to date).
+`--save` writes the log's stage times to benchmarks/results/repro_time.json (docs/dvc.md shows them).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import re
 import statistics
@@ -23,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+RESULTS = Path(__file__).resolve().parent / "results" / "repro_time.json"
 NOOP_GOAL_S = 3.0
 GRAPH_GOAL_S = 20 * 60
 STAMP = re.compile(r"^\[\s*(\d+(?:\.\d+)?)\] ?(.*)$")
@@ -94,6 +99,8 @@ def main(argv=None) -> int:
     ap.add_argument("--targets", nargs="*", default=[], help="stages (default: the whole graph)")
     ap.add_argument("--log", help="a log written by --record: report its stage and graph times")
     ap.add_argument("--record", metavar="LOG", help="run the command after -- and write LOG")
+    ap.add_argument("--save", nargs="?", const=str(RESULTS), metavar="JSON",
+                    help=f"with --log: write its stage times to JSON (default {RESULTS.relative_to(RESULTS.parents[2])})")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     if args.record:
@@ -113,6 +120,14 @@ def main(argv=None) -> int:
         print(f"  dvc repro, {len(r['stages'])} stages run: {r['graph_s'] / 60:.1f} min "
               f"(goal <= {GRAPH_GOAL_S / 60:.0f} min: {verdict(r['graph_s'], GRAPH_GOAL_S)}); "
               f"before it (install): {r['before_s'] / 60:.1f} min")
+        if args.save:
+            Path(args.save).write_text(json.dumps({
+                "date": datetime.date.today().isoformat(), "cores": cores, "goal_s": GRAPH_GOAL_S,
+                "graph_s": round(r["graph_s"], 1), "skipped": r["skipped"],
+                "stages": {k: round(v, 1) for k, v in r["stages"].items()}}, indent=1) + "\n")
+            print(f"wrote {args.save}")
+    elif args.save:
+        ap.error("--save needs --log")
     if args.runs:
         times = time_noop(Path(args.repo), args.runs, args.targets)
         med = statistics.median(times)

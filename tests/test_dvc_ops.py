@@ -339,6 +339,12 @@ def test_the_noop_benchmark_reads_a_recorded_repro_and_times_a_noop(project, tmp
     out = run([sys.executable, bench, "--repo", str(path), "--targets", *CHEAP, "--runs", "2", "--log", str(log)], ROOT, env)
     assert re.search(r"dataset\s+[\d.]+ s", out) and "1 stages run" in out, out
     assert re.search(r"no-op dvc repro dataset base: median [\d.]+ s .* goal <= 3 s: (met|NOT met)", out), out
+    # --save: the log's stage times as the JSON docs/dvc.md's figures are made from
+    saved = tmp_path / "repro_time.json"
+    run([sys.executable, bench, "--runs", "0", "--log", str(log), "--save", str(saved)], ROOT, env)
+    figures = json.loads(saved.read_text())
+    assert list(figures["stages"]) == ["dataset"] and figures["stages"]["dataset"] > 0
+    assert figures["goal_s"] == 1200 and figures["graph_s"] >= figures["stages"]["dataset"]
 
     # not up to date: it refuses rather than start a stage
     params = yaml.safe_load((path / "params.yaml").read_text())
