@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("--log", help="a log written by --record: report its stage and graph times")
     ap.add_argument("--record", metavar="LOG", help="run the command after -- and write LOG")
     ap.add_argument("--save", nargs="?", const=str(RESULTS), metavar="JSON",
-                    help=f"with --log: write its stage times to JSON (default {RESULTS.relative_to(RESULTS.parents[2])})")
+                    help="with --log: write its stage times to JSON (default benchmarks/results/repro_time.json)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     if args.record:
