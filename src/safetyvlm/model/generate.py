@@ -134,7 +134,8 @@ def filled_static_cache(model, max_cache_len: int):
     transformers' static cache hands every decoding step the whole `max_cache_len` (masked), which only pays
     where the fixed shapes are compiled (a GPU). On a CPU the decoding step is bound by reading the cache:
     reading its filled part made batched eval answers 0.77x the time, token for token the same
-    (benchmarks/generation_cpu.py). Cross-attention layers (Mllama's, over the image) keep what they are given.
+    (benchmarks/generation_cpu.py). Cross-attention layers (Mllama's, over the image) keep what they are given;
+    layers of other kinds (sliding-window, linear attention) stay as transformers builds them.
     """
     from transformers import StaticCache
     from transformers.cache_utils import DynamicLayer, StaticLayer
@@ -150,8 +151,9 @@ def filled_static_cache(model, max_cache_len: int):
 
     cache = StaticCache(config=model.config, max_cache_len=max_cache_len)
     cross = set(getattr(model.config.get_text_config(decoder=True), "cross_attention_layers", None) or ())
-    cache.layers = [DynamicLayer() if i in cross else FilledStaticLayer(max_cache_len=max_cache_len)
-                    for i in range(len(cache.layers))]
+    cache.layers = [DynamicLayer() if i in cross
+                    else FilledStaticLayer(max_cache_len=max_cache_len) if type(layer) is StaticLayer else layer
+                    for i, layer in enumerate(cache.layers)]
     return cache
 
 
