@@ -95,12 +95,13 @@ def rag_latency() -> str:
 
 def generation_cpu() -> str:
     d = _read("generation_cpu.json")
-    rows = [[r["family"], r["cache"], r["batch_size"], r["seconds_per_image"],
-             f"{r['same_answers_as_first']} / {r['images']}"] for r in d["runs"]]
+    rows = [[r["family"], r["cache"], r["batch_size"], "yes" if r.get("pruned", False) else "no",
+             r["seconds_per_image"], f"{r['same_answers_as_first']} / {r['images']}"] for r in d["runs"]]
     return (f"From `benchmarks/results/generation_cpu.json` ({d['date']}, {d['cores']} CPU cores; the finetuned "
             "language LoRA of each family on the first test images, report prompt, greedy, 400 new tokens at most; same "
-            "answers: how many are, token for token, the family's first setting's):\n\n"
-            + _table(["family", "KV cache", "batch", "s / image", "same answers"], rows))
+            "answers: how many are, token for token, the family's first setting's; finished answers leave the batch: "
+            "`generate_pruned`, or the whole batch decodes until its longest answer ends):\n\n"
+            + _table(["family", "KV cache", "batch", "finished answers leave", "s / image", "same answers"], rows))
 
 
 def repro_time() -> str:

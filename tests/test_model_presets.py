@@ -369,6 +369,54 @@ def test_the_cpu_static_cache_attends_over_its_filled_part_only(family, loaded):
     assert keys.shape[2] == 4 and torch.equal(keys[:, :, 3], k[:, :, 0])
 
 
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_finished_rows_leave_the_batch_and_the_others_decode_the_same_tokens(family, loaded, cache):
+    """`generate_pruned` (the CPU path of generate_scored) drops a row once its answer ends and goes on with
+    the others from the cache (Qwen's rope offsets and Mllama's cross-attention mask cut along): every row
+    gets the tokens and log-probabilities of one plain `generate` call over the whole batch."""
+    from transformers import DynamicCache, LogitsProcessorList
+
+    from safetyvlm.model.generate import ChosenLogprobs, filled_static_cache, generate_pruned, prompt_texts
+
+    model, processor, _ = loaded
+    tok = processor.tokenizer
+    old_side, tok.padding_side = tok.padding_side, "left"
+    imgs = images(3)
+    inputs = processor(images=[[im] for im in imgs], text=prompt_texts(processor, [None] * 3), padding=True,
+                       add_special_tokens=False, return_tensors="pt")
+    tok.padding_side = old_side
+    n_prompt, pad = inputs["input_ids"].shape[1], tok.pad_token_id
+
+    def plain(stops):
+        chosen = ChosenLogprobs()
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=16, do_sample=False, eos_token_id=stops, pad_token_id=pad,
+                                 logits_processor=LogitsProcessorList([chosen]))
+        return out[:, n_prompt:].tolist(), torch.stack(chosen.logprobs, 1).tolist()
+
+    free, _ = plain([pad])  # the random tiny model's own tokens; a stop that ends row 0 early and row 1 never
+    stop = next(t for t in free[0][2:8] if t not in free[1] and t != pad)
+    expected, expected_lp = plain([stop])
+    sizes, generate = [], model.generate
+    def spy(**kw):  # the rows of each generate call
+        sizes.append(kw["input_ids"].shape[0])
+        return generate(**kw)
+    model.generate = spy
+    try:
+        kv = filled_static_cache(model, n_prompt + 16) if cache == "static" else DynamicCache(config=model.config)
+        with torch.inference_mode():
+            ids, logprobs, _ = generate_pruned(model, inputs, kv, max_new_tokens=16, stops=[stop], pad_id=pad,
+                                               min_steps=1, fraction=0.01)
+    finally:
+        del model.generate
+    assert sizes[0] == 3 and len(sizes) > 1 and sizes[-1] < 3  # row 0 left the batch
+    for row in range(3):
+        real = [t for t in expected[row] if t != pad]  # past its stop, the plain call pads a row
+        assert ids[row][:len(real)] == real and all(t == pad for t in ids[row][len(real):])
+        assert logprobs[row][:len(real)] == pytest.approx(expected_lp[row][:len(real)], abs=1e-4)
+    assert ids[0][-1] == stop and len(ids[0]) < 16 and len(ids[1]) == 16
+
+
 def test_trl_messages_collator_labels_exactly_what_encode_batch_labels(family, loaded):
     """TRL's `messages` form with `assistant_only_loss=True` trains on the same tokens as encode_batch.
 

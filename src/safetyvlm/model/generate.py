@@ -8,6 +8,9 @@ On CUDA, generation runs with PyTorch's cuDNN attention backend excluded (`no_cu
 builds an execution plan for every new (query, key) length, i.e. at every decoding step of every new
 prompt length. Measured on an H100 (torch 2.11, tiny presets, 16 images x 64 new tokens, six prompt
 lengths): 3-6.6 s per batch with cuDNN, 0.4-0.5 s without (flash / memory-efficient kernels).
+
+On a CPU, finished answers leave the batch (`generate_pruned`): `model.generate` decodes every row until
+the longest answer of the batch ends, and a CPU step costs about in proportion to its rows.
 """
 
 from __future__ import annotations
@@ -149,12 +152,92 @@ def filled_static_cache(model, max_cache_len: int):
         def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
             return int(self.cumulative_length) + query_length, 0
 
+        def batch_select_indices(self, indices) -> None:  # finished rows leave the batch (generate_pruned)
+            if self.is_initialized:
+                self.keys, self.values = self.keys[indices], self.values[indices]
+                self.batch_size = len(indices)
+
     cache = StaticCache(config=model.config, max_cache_len=max_cache_len)
     cross = set(getattr(model.config.get_text_config(decoder=True), "cross_attention_layers", None) or ())
     cache.layers = [DynamicLayer() if i in cross
                     else FilledStaticLayer(max_cache_len=max_cache_len) if type(layer) is StaticLayer else layer
                     for i, layer in enumerate(cache.layers)]
     return cache
+
+
+class PruneWhenFinished:
+    """A stopping criterion that ends a `generate` call once `min_steps` tokens are out and at least
+    `fraction` of its rows (one at least) have ended, so that `generate_pruned` can drop them."""
+
+    def __init__(self, prompt_len: int, stops: Sequence[int], min_steps: int = 32, fraction: float = 0.05):
+        self.prompt_len, self.stops, self.min_steps, self.fraction = prompt_len, list(stops), min_steps, fraction
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        new = input_ids[:, self.prompt_len:]
+        ended = torch.isin(new, torch.tensor(self.stops, device=new.device)).any(dim=1)
+        pause = new.shape[1] >= self.min_steps and int(ended.sum()) >= max(1.0, self.fraction * len(ended))
+        return ended | pause
+
+
+def generate_pruned(model, inputs: Mapping, cache, *, max_new_tokens: int, stops: Sequence[int], pad_id: int,
+                    min_steps: int = 32, fraction: float = 0.05) -> tuple[list[list[int]], list[list[float]],
+                                                                            list[list[int]]]:
+    """Greedy `model.generate` for the batch `inputs`, the rows whose answer has ended taken out of the batch
+    (and of `cache`) every time `PruneWhenFinished` pauses the call; the other rows go on from the cache.
+
+    Returns per row: the new token ids, each step's chosen log-probability and argmax (`ChosenLogprobs`).
+    The same tokens as one `generate` call (tests), in less time on a CPU (benchmarks/generation_cpu.py,
+    `:whole` settings). Qwen2.5-VL's rope offsets and Mllama's cross-attention mask are
+    per-row state outside the cache: they are cut to the same rows.
+    """
+    import torch
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
+    kw = dict(inputs)
+    n = kw["input_ids"].shape[0]
+    rows = list(range(n))
+    ids: list[list[int]] = [[] for _ in range(n)]
+    logprobs: list[list[float]] = [[] for _ in range(n)]
+    best: list[list[int]] = [[] for _ in range(n)]
+    stop_set, done = set(stops), 0
+    inner = getattr(model, "model", None)
+    cross_mask = kw.get("cross_attention_mask")
+    while rows and done < max_new_tokens:
+        chosen = ChosenLogprobs()
+        prompt_len = kw["input_ids"].shape[1]
+        out = model.generate(**kw, max_new_tokens=max_new_tokens - done, do_sample=False, eos_token_id=list(stops),
+                             pad_token_id=pad_id, logits_processor=LogitsProcessorList([chosen]), cache=cache,
+                             stopping_criteria=StoppingCriteriaList([PruneWhenFinished(prompt_len, stops, min_steps,
+                                                                                       fraction)]))
+        new = out[:, prompt_len:]
+        steps = new.shape[1]
+        step_lp = torch.stack(chosen.logprobs, 1).tolist() if chosen.logprobs else [[]] * len(rows)
+        step_best = torch.stack(chosen.ids, 1).tolist() if chosen.ids else [[]] * len(rows)
+        keep = []
+        for i, row in enumerate(rows):
+            row_ids = new[i].tolist()
+            ids[row] += row_ids
+            logprobs[row] += step_lp[i]
+            best[row] += step_best[i]
+            if not stop_set.intersection(row_ids):
+                keep.append(i)
+        done += steps
+        if not keep or done >= max_new_tokens:
+            break
+        index = torch.tensor(keep, device=out.device)
+        mask = kw["attention_mask"]
+        kw = {"input_ids": out[index],
+              "attention_mask": torch.cat([mask, mask.new_ones(len(rows), steps)], dim=1)[index]}
+        if cross_mask is not None:  # Mllama: each new token attends to the image as the last one did
+            cross_mask = torch.cat([cross_mask, cross_mask[:, -1:].expand(-1, steps, *cross_mask.shape[2:])], dim=1)
+            kw["cross_attention_mask"] = cross_mask = cross_mask[index]
+        if getattr(inner, "rope_deltas", None) is not None:  # Qwen2.5-VL: each row's position offset
+            inner.rope_deltas = inner.rope_deltas[index]
+        cache.batch_select_indices(index)
+        rows = [rows[i] for i in keep]
+    return ids, logprobs, best
 
 
 def check_cache(cache: str, name: str = "cache") -> None:
@@ -172,7 +255,7 @@ def generate_reports(model, processor, images, *, max_new_tokens: int = 512, pas
 
 def generate_scored(model, processor, images, *, max_new_tokens: int = 512,
                     passages: Sequence | None = None, batch_size: int = 8, task: str = "report",
-                    cache: str = "dynamic") -> list[Generation]:
+                    cache: str = "dynamic", prune: bool = True) -> list[Generation]:
     """Greedy answers for `images` (PIL images) with per-token log-probabilities, one per image, in order.
 
     `passages`: None, one list of `{id, text}` for every image, or one list (or None) per image.
@@ -180,11 +263,12 @@ def generate_scored(model, processor, images, *, max_new_tokens: int = 512,
     Left padding; each sequence stops at the family's end-of-turn token; special tokens are dropped.
     `cache`: "dynamic" (grows with the answer) or "static" (preallocated to prompt + `max_new_tokens`:
     fixed shapes, so on a GPU transformers compiles the decoding step; on a CPU `filled_static_cache`; the
-    same tokens, greedy).
+    same tokens, greedy). On a CPU each finished answer leaves the batch (`generate_pruned`; `prune=False`:
+    the whole batch decodes until its longest answer ends, as on a GPU, where the batch is one `generate` call).
     """
     check_cache(cache)
     import torch
-    from transformers import LogitsProcessorList
+    from transformers import DynamicCache, LogitsProcessorList
 
     images = [im.convert("RGB") for im in images]
     per_image = _per_image_passages(passages, len(images))
@@ -207,19 +291,24 @@ def generate_scored(model, processor, images, *, max_new_tokens: int = 512,
                                    add_special_tokens=False, return_tensors="pt").to(device)
                 if "pixel_values" in inputs and model.dtype.is_floating_point:
                     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-                chosen = ChosenLogprobs()
-                if cache == "static" and device.type == "cpu":
-                    kv = {"cache": filled_static_cache(model, inputs["input_ids"].shape[1] + max_new_tokens)}
-                else:
+                if device.type == "cpu":  # finished rows leave the batch; a static cache reads its filled part
+                    max_len = inputs["input_ids"].shape[1] + max_new_tokens
+                    kv = filled_static_cache(model, max_len) if cache == "static" else DynamicCache(config=model.config)
+                    rows_ids, logprobs, best = generate_pruned(
+                        model, inputs, kv, max_new_tokens=max_new_tokens, stops=stops, pad_id=pad_id,
+                        min_steps=32 if prune else max_new_tokens + 1)  # never pausing: one call
+                    new = [torch.tensor(r, dtype=torch.long) for r in rows_ids]
+                else:  # one call: a compiled static step keeps its shapes
+                    chosen = ChosenLogprobs()
                     kv = {"cache_implementation": "static"} if cache == "static" else {}
-                generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                           eos_token_id=stops, pad_token_id=pad_id,
-                                           logits_processor=LogitsProcessorList([chosen]), **kv)
-                new = generated[:, inputs["input_ids"].shape[1]:]
-                steps = len(chosen.logprobs)  # one per generated column
-                logprobs = torch.stack(chosen.logprobs, 1).tolist() if steps else [[]] * len(batch)
-                best = torch.stack(chosen.ids, 1).tolist() if steps else [[]] * len(batch)
-                for row, text in enumerate(tok.batch_decode(new, skip_special_tokens=True)):
+                    generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                               eos_token_id=stops, pad_token_id=pad_id,
+                                               logits_processor=LogitsProcessorList([chosen]), **kv)
+                    new = generated[:, inputs["input_ids"].shape[1]:]
+                    steps = len(chosen.logprobs)  # one per generated column
+                    logprobs = torch.stack(chosen.logprobs, 1).tolist() if steps else [[]] * len(batch)
+                    best = torch.stack(chosen.ids, 1).tolist() if steps else [[]] * len(batch)
+                for row, text in enumerate(tok.batch_decode(list(new), skip_special_tokens=True)):
                     ids = new[row].tolist()
                     # Past a row's end generate writes padding, not the argmax (special tokens, skipped);
                     # any other difference means the recorded numbers are not these tokens': no scores.
