@@ -12,13 +12,14 @@ time cap; results are written to `OUT/<family>-<tag>.json` after every configura
 
 Configuration names (comma-separated, run in order):
   matmul                                   the card's bf16 matmul rate (8192^3, median of 20)
-  train:STRATEGY:bf16|4bit:ckpt0|ckpt1:hf|unsloth:bsN[:nohead][:vckpt][:prof][:liger][:packed][:compile]
+  train:STRATEGY:bf16|4bit:ckpt0|ckpt1:hf|unsloth:bsN[:nohead][:vckpt][:prof][:liger][:packed][:compile][:rcompile]
                                            SFT steps with finetune()'s settings; nohead: lm_head not
                                            trained; vckpt: Mllama vision layers checkpointed
                                            (model/memory.py); prof: one step under torch.profiler;
                                            liger: SFTConfig(use_liger_kernel=True); packed: Qwen's vision
                                            windows in one attention call (model/fast_path.py); compile:
-                                           SFTConfig(torch_compile=True)
+                                           SFTConfig(torch_compile=True); rcompile: each decoder layer
+                                           and vision block compiled on its own (compile_blocks)
   gen:bf16|4bit:dynamic|static:bN          greedy generation, 128 new tokens forced
   dpo:bf16|4bit[:bsN][:ckpt] / grpo:...     steps of train.dpo's / train.grpo's trainers (LoRA v+l)
   census:bf16|4bit                         parameter bytes per module group and dtype after loading
@@ -276,7 +277,7 @@ class Bench:
                 **mem_peak(self.device)}
 
     def train(self, strategy, quant, ckpt, backend, bs, head=True, steps=None, liger=False, prof=False,
-              vckpt=False, packed=False, compile=False):
+              vckpt=False, packed=False, compile=False, rcompile=False):
         import torch
         from peft import get_peft_model
         from transformers import TrainerCallback
@@ -310,6 +311,7 @@ class Bench:
             model = get_peft_model(model, make_lora_config(self.family, strategy, cfg.r, cfg.alpha, cfg.dropout,
                                                            **extra))
         peft_model = model
+        compiled_blocks = compile_blocks(model) if rcompile else 0
         vision_ckpt_layers = 0
         if vckpt:
             from safetyvlm.model.memory import checkpoint_mllama_vision
@@ -397,6 +399,8 @@ class Bench:
             res["vision_attention"] = vision_attention  # what the run used, read from the model
             if compile:
                 res["torch_compile"] = True
+            if rcompile:
+                res["compiled_blocks"] = compiled_blocks
             if vckpt:
                 res["vision_ckpt_layers"] = vision_ckpt_layers
             if profile:
@@ -613,7 +617,8 @@ class Bench:
             return self.record(name, lambda: self.train(strategy, quant, ck == "ckpt1", backend, int(bs[2:]),
                                                         head="nohead" not in rest, liger="liger" in rest,
                                                         prof="prof" in rest, vckpt="vckpt" in rest,
-                                                        packed="packed" in rest, compile="compile" in rest))
+                                                        packed="packed" in rest, compile="compile" in rest,
+                                                        rcompile="rcompile" in rest))
         if kind == "analyze":
             return self.record(name, lambda: self.analyze(int(parts[1][1:])))
         if kind == "gen":
@@ -622,6 +627,16 @@ class Bench:
             bs = next((int(p[2:]) for p in parts[2:] if p.startswith("bs")), None)
             return self.record(name, lambda: self.prefs(kind, parts[1], bs, ckpt="ckpt" in parts[2:]))
         raise ValueError(f"unknown config {name!r}")
+
+
+def compile_blocks(model) -> int:
+    """Regional compilation: `torch.compile` each repeated block (the language model's decoder layers, the
+    vision tower's blocks) instead of the whole model, so that inductor compiles one layer of each kind and
+    the others reuse it (compiling the whole 7B with its LoRA layers ran past 240 s). Returns how many."""
+    blocks = [m for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "VisionBlock"))]
+    for m in blocks:
+        m.compile(dynamic=True)  # sequence lengths change every batch
+    return len(blocks)
 
 
 def profile_summary(prof, step_seconds: float) -> dict:
