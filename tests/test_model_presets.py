@@ -417,6 +417,36 @@ def test_finished_rows_leave_the_batch_and_the_others_decode_the_same_tokens(fam
     assert ids[0][-1] == stop and len(ids[0]) < 16 and len(ids[1]) == 16
 
 
+def test_pruned_generation_reaches_the_rope_offsets_through_a_peft_wrapper(family):
+    """A LoRA-wrapped model (PEFT) keeps Qwen's rope offsets two wrappers down: with rows leaving the batch,
+    it decodes what the plain model decodes (the adapter starts as a no-op)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import DynamicCache
+
+    from safetyvlm.model.generate import generate_pruned, prompt_texts
+    from safetyvlm.model.loader import load_model
+
+    model, processor, _ = load_model(tiny_preset_dir(family), device="cpu")
+    tok = processor.tokenizer
+    old_side, tok.padding_side = tok.padding_side, "left"
+    inputs = processor(images=[[im] for im in images(3)], text=prompt_texts(processor, [None] * 3), padding=True,
+                       add_special_tokens=False, return_tensors="pt")
+    tok.padding_side = old_side
+    pad = tok.pad_token_id
+
+    def answers(m, stops):
+        with torch.inference_mode():
+            return generate_pruned(m, inputs, DynamicCache(config=model.config), max_new_tokens=16, stops=stops,
+                                   pad_id=pad, min_steps=1, fraction=0.01)[0]
+
+    free = answers(model, [pad])
+    stop = next(t for t in free[0][2:8] if t not in free[1] and t != pad)  # row 0 ends early, row 1 never
+    plain = answers(model, [stop])
+    assert plain[0][-1] == stop and len(plain[0]) < 16
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert answers(wrapped, [stop]) == plain
+
+
 def test_trl_messages_collator_labels_exactly_what_encode_batch_labels(family, loaded):
     """TRL's `messages` form with `assistant_only_loss=True` trains on the same tokens as encode_batch.
 

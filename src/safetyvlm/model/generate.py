@@ -202,7 +202,6 @@ def generate_pruned(model, inputs: Mapping, cache, *, max_new_tokens: int, stops
     logprobs: list[list[float]] = [[] for _ in range(n)]
     best: list[list[int]] = [[] for _ in range(n)]
     stop_set, done = set(stops), 0
-    inner = getattr(model, "model", None)
     cross_mask = kw.get("cross_attention_mask")
     while rows and done < max_new_tokens:
         chosen = ChosenLogprobs()
@@ -233,8 +232,9 @@ def generate_pruned(model, inputs: Mapping, cache, *, max_new_tokens: int, stops
         if cross_mask is not None:  # Mllama: each new token attends to the image as the last one did
             cross_mask = torch.cat([cross_mask, cross_mask[:, -1:].expand(-1, steps, *cross_mask.shape[2:])], dim=1)
             kw["cross_attention_mask"] = cross_mask = cross_mask[index]
-        if getattr(inner, "rope_deltas", None) is not None:  # Qwen2.5-VL: each row's position offset
-            inner.rope_deltas = inner.rope_deltas[index]
+        for module in model.modules():  # Qwen2.5-VL: each row's position offset, wherever it sits (PEFT wraps)
+            if isinstance(vars(module).get("rope_deltas"), torch.Tensor):
+                module.rope_deltas = module.rope_deltas[index]
         cache.batch_select_indices(index)
         rows = [rows[i] for i in keep]
     return ids, logprobs, best
