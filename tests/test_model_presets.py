@@ -47,6 +47,19 @@ def images(n: int = 2) -> list[Image.Image]:
     return [Image.new("RGB", sizes[i % len(sizes)], (40 * i % 255, 120, 200)) for i in range(n)]
 
 
+def report_inputs(processor, imgs):
+    """The report prompt for `imgs`, left-padded as generate_scored batches it."""
+    from safetyvlm.model.generate import prompt_texts
+
+    tok = processor.tokenizer
+    old_side, tok.padding_side = tok.padding_side, "left"
+    try:
+        return processor(images=[[im] for im in imgs], text=prompt_texts(processor, [None] * len(imgs)),
+                         padding=True, add_special_tokens=False, return_tensors="pt")
+    finally:
+        tok.padding_side = old_side
+
+
 def two_tool_report() -> SafetyReport:
     return SafetyReport.model_validate({"tools": [
         {"name": "Hammer", "bbox_2d": [10, 20, 120, 90], "primary_function": "Drives and removes nails.",
@@ -297,7 +310,7 @@ def test_generate_reports_one_string_per_image(family, loaded):
 def test_generate_scored_gives_each_token_its_characters_and_its_probability(family, loaded):
     """Greedy stays greedy (the same texts), the spans tile each text, and each log-probability is the
     one `compute_transition_scores` gives from generate's full `output_scores` for the same answer."""
-    from safetyvlm.model.generate import generate_reports, generate_scored, prompt_texts, stop_token_ids
+    from safetyvlm.model.generate import generate_reports, generate_scored, stop_token_ids
 
     model, processor, _ = loaded
     imgs = images(3)
@@ -308,10 +321,7 @@ def test_generate_scored_gives_each_token_its_characters_and_its_probability(fam
         assert all(a[1] in (b[0], b[1]) for a, b in zip(g.token_logprobs, g.token_logprobs[1:]))  # contiguous
         assert all(lp <= 0 for _, _, lp in g.token_logprobs)
     tok = processor.tokenizer
-    old_side, tok.padding_side = tok.padding_side, "left"
-    inputs = processor(images=[[imgs[0]]], text=prompt_texts(processor, [None]), padding=True,
-                       add_special_tokens=False, return_tensors="pt")
-    tok.padding_side = old_side
+    inputs = report_inputs(processor, imgs[:1])
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=12, do_sample=False, output_scores=True,
                              return_dict_in_generate=True, eos_token_id=stop_token_ids(model, processor),
@@ -376,16 +386,11 @@ def test_finished_rows_leave_the_batch_and_the_others_decode_the_same_tokens(fam
     gets the tokens and log-probabilities of one plain `generate` call over the whole batch."""
     from transformers import DynamicCache, LogitsProcessorList
 
-    from safetyvlm.model.generate import ChosenLogprobs, filled_static_cache, generate_pruned, prompt_texts
+    from safetyvlm.model.generate import ChosenLogprobs, filled_static_cache, generate_pruned
 
     model, processor, _ = loaded
-    tok = processor.tokenizer
-    old_side, tok.padding_side = tok.padding_side, "left"
-    imgs = images(3)
-    inputs = processor(images=[[im] for im in imgs], text=prompt_texts(processor, [None] * 3), padding=True,
-                       add_special_tokens=False, return_tensors="pt")
-    tok.padding_side = old_side
-    n_prompt, pad = inputs["input_ids"].shape[1], tok.pad_token_id
+    inputs = report_inputs(processor, images(3))
+    n_prompt, pad = inputs["input_ids"].shape[1], processor.tokenizer.pad_token_id
 
     def plain(stops):
         chosen = ChosenLogprobs()
@@ -423,16 +428,12 @@ def test_pruned_generation_reaches_the_rope_offsets_through_a_peft_wrapper(famil
     from peft import LoraConfig, get_peft_model
     from transformers import DynamicCache
 
-    from safetyvlm.model.generate import generate_pruned, prompt_texts
+    from safetyvlm.model.generate import generate_pruned
     from safetyvlm.model.loader import load_model
 
     model, processor, _ = load_model(tiny_preset_dir(family), device="cpu")
-    tok = processor.tokenizer
-    old_side, tok.padding_side = tok.padding_side, "left"
-    inputs = processor(images=[[im] for im in images(3)], text=prompt_texts(processor, [None] * 3), padding=True,
-                       add_special_tokens=False, return_tensors="pt")
-    tok.padding_side = old_side
-    pad = tok.pad_token_id
+    inputs = report_inputs(processor, images(3))
+    pad = processor.tokenizer.pad_token_id
 
     def answers(m, stops):
         with torch.inference_mode():
