@@ -13,14 +13,19 @@ time cap; results are written to `OUT/<family>-<tag>.json` after every configura
 Configuration names (comma-separated, run in order):
   matmul                                   the card's bf16 matmul rate (8192^3, median of 20)
   train:STRATEGY:bf16|4bit:ckpt0|ckpt1:hf|unsloth:bsN[:nohead][:vckpt][:prof][:liger][:packed][:compile][:rcompile]
+                                           [:gbl][:offload][:adam8]
                                            SFT steps with finetune()'s settings; nohead: lm_head not
                                            trained; vckpt: Mllama vision layers checkpointed
                                            (model/memory.py); prof: one step under torch.profiler;
                                            liger: SFTConfig(use_liger_kernel=True); packed: Qwen's vision
                                            windows in one attention call (model/fast_path.py); compile:
                                            SFTConfig(torch_compile=True); rcompile: each decoder layer
-                                           and vision block compiled on its own (compile_blocks)
-  gen:bf16|4bit:dynamic|static:bN          greedy generation, 128 new tokens forced
+                                           and vision block compiled on its own (compile_blocks, as
+                                           finetune.compile); gbl: batches of similar lengths (the
+                                           finetune's group_by_length); offload: TRL's activation
+                                           offloading; adam8: optim paged_adamw_8bit
+  gen:bf16|4bit:dynamic|static:bN[:prof]   greedy generation, 128 new tokens forced; prof: one more run
+                                           under torch.profiler (card busy share, kernels a token)
   dpo:bf16|4bit[:bsN][:ckpt] / grpo:...     steps of train.dpo's / train.grpo's trainers (LoRA v+l)
   census:bf16|4bit                         parameter bytes per module group and dtype after loading
   analyze:bN                               the service's Analyzer (what /analyze runs after decoding the
@@ -277,12 +282,13 @@ class Bench:
                 **mem_peak(self.device)}
 
     def train(self, strategy, quant, ckpt, backend, bs, head=True, steps=None, liger=False, prof=False,
-              vckpt=False, packed=False, compile=False, rcompile=False):
+              vckpt=False, packed=False, compile=False, rcompile=False, gbl=False, offload=False, adam8=False):
         import torch
         from peft import get_peft_model
         from transformers import TrainerCallback
         from trl import SFTConfig, SFTTrainer
 
+        from safetyvlm.model.fast_path import compile_blocks
         from safetyvlm.model.lora import count_lora_layers, make_lora_config
         from safetyvlm.train.sft import FinetuneConfig, sft_dataset
 
@@ -353,6 +359,10 @@ class Bench:
             extra_args = {"use_liger_kernel": True} if liger else {}
             if compile:
                 extra_args["torch_compile"] = True
+            if offload:
+                extra_args["activation_offloading"] = True
+            if adam8:
+                extra_args["optim"] = "paged_adamw_8bit"
             args = SFTConfig(**extra_args,
                 output_dir=str(self.out / "trainer"), max_steps=cfg.steps,
                 per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
@@ -360,7 +370,8 @@ class Bench:
                 logging_steps=1, save_strategy="no", report_to=[], use_cpu=not self.cuda, bf16=self.cuda,
                 seed=cfg.seed, max_length=None, assistant_only_loss=self.assistant_only,
                 gradient_checkpointing=cfg.gradient_checkpointing, dataloader_num_workers=0, disable_tqdm=True,
-                train_sampling_strategy="random", length_column_name="length", remove_unused_columns=False,
+                train_sampling_strategy="group_by_length" if gbl else "random", length_column_name="length",
+                remove_unused_columns=False,
             )
             trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=processor,
                                  callbacks=[Timer()])
@@ -401,6 +412,8 @@ class Bench:
                 res["torch_compile"] = True
             if rcompile:
                 res["compiled_blocks"] = compiled_blocks
+            res.update({k: True for k, v in (("group_by_length", gbl), ("activation_offloading", offload),
+                                             ("optim_paged_adamw_8bit", adam8)) if v})
             if vckpt:
                 res["vision_ckpt_layers"] = vision_ckpt_layers
             if profile:
@@ -469,7 +482,7 @@ class Bench:
 
             torch.cuda.empty_cache()
 
-    def gen(self, quant, cache, b):
+    def gen(self, quant, cache, b, prof=False):
         import torch
 
         from safetyvlm.model.generate import no_cudnn_attention, prompt_texts, stop_token_ids
@@ -509,6 +522,14 @@ class Bench:
                 model.generate(**inputs, max_new_tokens=1, min_new_tokens=1, **kw)
                 sync(self.device)
                 prefill.append(time.perf_counter() - t)
+            profile = {}
+            if prof:  # one more generate under the profiler: how busy the card is, kernels a decode step
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as p:
+                    t = time.perf_counter()
+                    model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, **kw)
+                    sync(self.device)
+                profile = profile_summary(p, time.perf_counter() - t)
+                profile["kernels_per_token"] = round(profile["kernels"] / n, 1)
         new = out.shape[1] - inputs["input_ids"].shape[1]
         secs = min(runs)
         first = min(prefill)
@@ -519,7 +540,7 @@ class Bench:
                 # decode rate: tokens after the first over the time after the prefill
                 "decode_tokens_per_s": round(b * (new - 1) / max(secs - first, 1e-9), 1),
                 "ms_per_decode_step": round(1e3 * (secs - first) / max(new - 1, 1), 2),
-                **mem_peak(self.device)}
+                **mem_peak(self.device), **({"profile": profile} if profile else {})}
 
     def analyze(self, b):
         """The service's model side (`serve.analyzer.Analyzer`, what `/analyze` calls after decoding the
@@ -618,25 +639,16 @@ class Bench:
                                                         head="nohead" not in rest, liger="liger" in rest,
                                                         prof="prof" in rest, vckpt="vckpt" in rest,
                                                         packed="packed" in rest, compile="compile" in rest,
-                                                        rcompile="rcompile" in rest))
+                                                        rcompile="rcompile" in rest, gbl="gbl" in rest,
+                                                        offload="offload" in rest, adam8="adam8" in rest))
         if kind == "analyze":
             return self.record(name, lambda: self.analyze(int(parts[1][1:])))
         if kind == "gen":
-            return self.record(name, lambda: self.gen(parts[1], parts[2], int(parts[3][1:])))
+            return self.record(name, lambda: self.gen(parts[1], parts[2], int(parts[3][1:]), prof="prof" in parts[4:]))
         if kind in ("dpo", "grpo"):
             bs = next((int(p[2:]) for p in parts[2:] if p.startswith("bs")), None)
             return self.record(name, lambda: self.prefs(kind, parts[1], bs, ckpt="ckpt" in parts[2:]))
         raise ValueError(f"unknown config {name!r}")
-
-
-def compile_blocks(model) -> int:
-    """Regional compilation: `torch.compile` each repeated block (the language model's decoder layers, the
-    vision tower's blocks) instead of the whole model, so that inductor compiles one layer of each kind and
-    the others reuse it (compiling the whole 7B with its LoRA layers ran past 240 s). Returns how many."""
-    blocks = [m for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "VisionBlock"))]
-    for m in blocks:
-        m.compile(dynamic=True)  # sequence lengths change every batch
-    return len(blocks)
 
 
 def profile_summary(prof, step_seconds: float) -> dict:

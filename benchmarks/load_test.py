@@ -12,6 +12,8 @@ Phases, each against a fresh server with the shipped tiny model (`max_new_tokens
   overhead  one image at concurrency 1: p50 of /analyze (batching off) vs p50 of the bare in-process model
             call (decode + Analyzer.analyze, what the model process does) on the same image, one of each in
             turn; and the locust p50 at concurrency 1 with adaptive batching on, for comparison.
+With --compare, only this (the GPU benchmark of issue 22): valid images through /analyze at concurrency 1, 8
+and 32 against the same model in-process answering batches of 1, 8 and 32; images/s, p50/p95, overhead.
 Prints a table and writes benchmarks/results/load.json (--out).
 """
 
@@ -161,13 +163,49 @@ class BareModel:
         self.analyzer = Analyzer(ServeConfig(model=model, torch_threads=1, max_new_tokens=MAX_NEW_TOKENS,
                                              rag=None, device=device, cache=cache))
 
-    def __call__(self, image: bytes) -> float:
+    def __call__(self, *images: bytes) -> float:
+        """Decode `images` and answer them in one batch (as the adaptive batcher hands them over); ms."""
         from safetyvlm.serve.images import decode_image
 
         t0 = time.perf_counter()
-        im = decode_image(image, max_bytes=MAX_BODY, max_pixels=MAX_PIXELS)
-        self.analyzer.analyze([im], [False], [None])
+        ims = [decode_image(image, max_bytes=MAX_BODY, max_pixels=MAX_PIXELS) for image in images]
+        self.analyzer.analyze(ims, [False] * len(ims), [None] * len(ims))
         return (time.perf_counter() - t0) * 1000
+
+
+def compare(levels: dict[int, int], workdir: Path, time_limit: int = 300, log=print, **served) -> dict:
+    """The service against the same model in-process, valid images only, at each concurrency c of `levels`
+    (c -> requests): through `/analyze` (adaptive batching, max batch 32) with c clients, and in-process
+    as batches of c images (the best the batcher can do). Latency in-process = its batch's time; service
+    overhead = in-process images/s / service images/s - 1."""
+    served = {**SERVED, **served}
+    valid = write_payloads(workdir / "valid", valid_only=True)
+    manifest = json.loads(valid.read_text())
+    images = [(valid.parent / m["file"]).read_bytes() for m in manifest]
+    rows = []
+    with ServeProcess(workdir, workdir / "compare.log", **server_settings(32, **served)) as srv:
+        log(f"server ready in {srv.ready_seconds:.1f} s")
+        for users in levels:  # warm every batch shape first (a static cache compiles per shape)
+            run_locust(srv.url, valid, users, 2 * users, workdir, time_limit)
+        for users, n in levels.items():
+            s = run_locust(srv.url, valid, users, n, workdir, time_limit)
+            rows.append({"concurrency": users, "requests": s["requests"], "service_rps": s["valid_rps"],
+                         "service_p50_ms": s["valid_p50_ms"], "service_p95_ms": s["valid_p95_ms"],
+                         "service_errors": s["requests"] - s["valid_schema_ok"]})
+            log(json.dumps(rows[-1]))
+    bare = BareModel(**served)
+    for row in rows:
+        c = row["concurrency"]
+        batches = [[images[(i * c + j) % len(images)] for j in range(c)] for i in range(max(3, row["requests"] // c))]
+        bare(*batches[0])  # warm-up of this shape
+        times = [bare(*b) for b in batches]
+        rate = c * len(times) / (sum(times) / 1000)
+        row.update({"in_process_rps": round(rate, 2), "in_process_p50_ms": round(pct(times, 50), 1),
+                    "in_process_p95_ms": round(pct(times, 95), 1),
+                    "overhead": round(rate / row["service_rps"] - 1, 3)})
+        log(json.dumps(row))
+    return {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform(terse=True)}",
+            "max_new_tokens": MAX_NEW_TOKENS, "model": served, "compare": rows}
 
 
 def interleaved_overhead(url: str, image: bytes, n: int, **served) -> dict:
@@ -271,6 +309,17 @@ def table(r: dict) -> str:
     return "\n".join(rows)
 
 
+def compare_table(r: dict) -> str:
+    rows = ["| concurrency | requests | service images/s | p50 ms | p95 ms | in-process images/s | p50 ms | p95 ms | "
+            "overhead |", "|" + "---|" * 9]
+    for c in r["compare"]:
+        rows.append(f"| {c['concurrency']} | {c['requests']} | {c['service_rps']} | {c['service_p50_ms']} | "
+                    f"{c['service_p95_ms']} | {c['in_process_rps']} | {c['in_process_p50_ms']} | "
+                    f"{c['in_process_p95_ms']} | {c['overhead'] * 100:+.1f}% |")
+    rows.append(f"model: {r['model']['model']} on {r['model']['device']}, {r['model']['cache']} cache; {r['machine']}")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the short version the test runs")
@@ -278,7 +327,18 @@ def main(argv=None):
     ap.add_argument("--model", default=SERVED["model"], help="a model directory or model-store tag to serve")
     ap.add_argument("--device", default=SERVED["device"], help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--cache", default=SERVED["cache"], choices=CACHES, help="the KV cache of generation")
+    ap.add_argument("--compare", action="store_true",
+                    help="only the service against the model in-process at concurrency 1, 8 and 32 (valid images)")
     args = ap.parse_args(argv)
+    if args.compare:
+        levels = {1: 12, 8: 48, 32: 128} if args.quick else {1: 40, 8: 160, 32: 384}
+        with tempfile.TemporaryDirectory(prefix="safetyvlm-load-") as tmp:
+            r = compare(levels, Path(tmp), model=args.model, device=args.device, cache=args.cache)
+        print(compare_table(r))
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(r, indent=1))
+        return r
     if args.quick:
         levels, nb, no = {1: 12, 8: 40, 32: 64}, 64, 16
     else:

@@ -7,7 +7,7 @@ import torch
 from safetyvlm.data.render import RenderConfig, render_scene
 from safetyvlm.model.batch import encode_batch
 from safetyvlm.model.boxes import model_frame
-from safetyvlm.model.fast_path import PACKED_ATTENTION, qwen_precomputed, use_packed_vision_attention
+from safetyvlm.model.fast_path import PACKED_ATTENTION, compile_blocks, qwen_precomputed, use_packed_vision_attention
 from safetyvlm.model.presets import build_preset_parts
 from safetyvlm.model.prompts import detection_text
 
@@ -65,3 +65,21 @@ def test_packed_attention_is_not_saved_and_skips_other_families(tmp_path):
     assert PACKED_ATTENTION not in (tmp_path / "config.json").read_text()
     mllama, _, _ = build_preset_parts("mllama", "tiny")
     assert not use_packed_vision_attention(mllama)
+
+
+@pytest.mark.parametrize("family,blocks", [("qwen2_5_vl", 4 + 4), ("mllama", 5 + 4)])
+def test_compile_blocks_compiles_each_repeated_block_in_place(family, blocks):
+    # what finetune.compile does after LoRA is attached: the module tree and state dict keys stay the same, so
+    # PEFT saves and merges as usual (inductor compiles lazily, at the first forward: not run here)
+    from peft import get_peft_model
+
+    from safetyvlm.model.lora import make_lora_config
+
+    model, _, _ = build_preset_parts(family, "tiny")
+    model = get_peft_model(model, make_lora_config(family, "vision_language", 4, 8))
+    keys = list(model.state_dict())
+    assert compile_blocks(model) == blocks
+    assert list(model.state_dict()) == keys
+    compiled = [m for m in model.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+    assert len(compiled) == blocks
+    assert {type(m).__name__.endswith(("DecoderLayer", "EncoderLayer", "VisionBlock")) for m in compiled} == {True}

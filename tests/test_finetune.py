@@ -172,7 +172,21 @@ def test_cpu_loss_from_full_logits_is_trls_fused_loss(dataset_dir, tmp_path, mon
                for m in ("entropy", "mean_token_accuracy")}
         return [h["loss"] for h in json.loads((out / "train_log.json").read_text())], tsv
 
+    # and only the positions that predict answer tokens reach the output layer
+    seen = {"sequence": [], "head": []}
+    prepare = sft.SFTRun.prepare
+
+    def watched(self, model):
+        model.register_forward_pre_hook(lambda m, a, kw: seen["sequence"].append(kw["input_ids"].shape[1]),
+                                        with_kwargs=True)
+        model.lm_head.register_forward_hook(lambda m, a, out: seen["head"].append(out.shape[1]))
+        return prepare(self, model)
+
+    monkeypatch.setattr(sft.SFTRun, "prepare", watched)
     ours, ours_tsv = curves("full-logits")
+    monkeypatch.setattr(sft.SFTRun, "prepare", prepare)
+    assert len(seen["head"]) == len(seen["sequence"]) == 3
+    assert all(0 < h < n for h, n in zip(seen["head"], seen["sequence"]))
     monkeypatch.setattr(sft, "sft_trainer_class", lambda cuda: SFTTrainer)
     fused, fused_tsv = curves("trl-fused")
     assert len(ours) == 3 and ours[-1] < ours[0]

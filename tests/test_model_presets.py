@@ -358,6 +358,28 @@ def test_a_static_cache_gives_the_same_greedy_answers_and_probabilities(family, 
         generate_scored(model, processor, imgs[:1], max_new_tokens=2, cache="paged")
 
 
+def test_fixed_shapes_round_the_batch_and_prompt_and_keep_the_answers(family, loaded, monkeypatch):
+    """A compiled static cache on a GPU meets few shapes: a batch of 3 runs as 4 (the last image repeated,
+    its answer dropped) and the prompt is left-padded to a multiple of STATIC_PROMPT_STEP. Forced here on a CPU:
+    the three answers and their probabilities are the ones of the unpadded batch."""
+    import safetyvlm.model.generate as gen
+
+    assert [gen.static_batch_size(n) for n in (1, 2, 3, 5, 8, 9, 32)] == [1, 2, 4, 8, 8, 16, 32]
+    model, processor, _ = loaded
+    imgs = images(3)
+    plain = gen.generate_scored(model, processor, imgs, max_new_tokens=12, batch_size=8, cache="static")
+    seen, call = [], processor.__class__.__call__
+    monkeypatch.setattr(processor.__class__, "__call__",
+                        lambda self, *a, **kw: seen.append(call(self, *a, **kw)) or seen[-1])
+    monkeypatch.setattr(gen, "fixed_shapes", lambda device, cache: True)
+    fixed = gen.generate_scored(model, processor, imgs, max_new_tokens=12, batch_size=8, cache="static")
+    assert [tuple(b["input_ids"].shape) for b in seen] == [(4, seen[0]["input_ids"].shape[1])]
+    assert seen[0]["input_ids"].shape[1] % gen.STATIC_PROMPT_STEP == 0
+    assert [g.text for g in fixed] == [g.text for g in plain]
+    for f, p in zip(fixed, plain):
+        assert [lp for *_, lp in f.token_logprobs] == pytest.approx([lp for *_, lp in p.token_logprobs], abs=1e-4)
+
+
 def test_the_cpu_static_cache_attends_over_its_filled_part_only(family, loaded):
     """Preallocated for 10 tokens, 3 written: attention reads those 3 (and the mask covers them and the
     query), where transformers' own static layer would hand over all 10. Mllama's cross-attention layers

@@ -33,6 +33,19 @@ def test_load_mix_at_concurrency_1_8_32(tmp_path):
     assert r["peak_rss_mb"]["total"] < 2000
 
 
+def test_service_against_the_model_in_process(tmp_path):
+    # the GPU benchmark's phase (--compare), here on the CPU with the tiny model: the same images through
+    # /analyze with c clients and in-process as batches of c; each row's overhead is the ratio of the two
+    r = load_test.compare({1: 6, 8: 24}, tmp_path, time_limit=90)
+    print("\n" + load_test.compare_table(r))
+    one, eight = r["compare"]
+    for row in (one, eight):
+        assert row["requests"] > 0 and row["service_errors"] == 0, row
+        assert row["in_process_rps"] > 0
+        assert row["overhead"] == pytest.approx(row["in_process_rps"] / row["service_rps"] - 1, abs=0.01)
+    assert eight["service_rps"] > one["service_rps"]  # adaptive batching: 8 clients share forward passes
+
+
 def test_soak_at_a_fixed_rate(tmp_path):
     r = soak.soak(20, 4.0, tmp_path)
     assert r["requests"] == r["sent"] >= 75

@@ -240,6 +240,25 @@ def generate_pruned(model, inputs: Mapping, cache, *, max_new_tokens: int, stops
     return ids, logprobs, best
 
 
+# A compiled static-cache decoding step is specialised to its batch size and cache length: each new pair
+# compiles again (tens of seconds for a 7B) and torch stops compiling after a few. On a GPU the static
+# path therefore rounds the batch up to a power of two (repeating its last image; those answers are dropped)
+# and the prompt up to a multiple of STATIC_PROMPT_STEP tokens (left padding, masked), so a service meets a
+# handful of shapes, not one per batch a request mix makes.
+STATIC_PROMPT_STEP = 64
+
+
+def static_batch_size(n: int) -> int:
+    """The batch size a static-cache batch of `n` images runs at on a GPU: the next power of two."""
+    return 1 << max(0, n - 1).bit_length()
+
+
+def fixed_shapes(device, cache: str) -> bool:
+    """Whether batches are rounded to a few shapes (static_batch_size, STATIC_PROMPT_STEP): a compiled
+    static cache on a GPU."""
+    return device.type == "cuda" and cache == "static"
+
+
 def check_cache(cache: str, name: str = "cache") -> None:
     """A clear error for a KV cache outside CACHES; `name` says which setting held it."""
     if cache not in CACHES:
@@ -265,6 +284,7 @@ def generate_scored(model, processor, images, *, max_new_tokens: int = 512,
     fixed shapes, so on a GPU transformers compiles the decoding step; on a CPU `filled_static_cache`; the
     same tokens, greedy). On a CPU each finished answer leaves the batch (`generate_pruned`; `prune=False`:
     the whole batch decodes until its longest answer ends, as on a GPU, where the batch is one `generate` call).
+    A static cache on a GPU runs each batch at one of a few shapes (`fixed_shapes`).
     """
     check_cache(cache)
     import torch
@@ -286,9 +306,15 @@ def generate_scored(model, processor, images, *, max_new_tokens: int = 512,
         with torch.inference_mode(), no_cudnn_attention(device.type == "cuda"):
             for start in range(0, len(images), batch_size):
                 batch = images[start:start + batch_size]
-                texts = prompt_texts(processor, per_image[start:start + batch_size], task)
+                batch_passages = per_image[start:start + batch_size]
+                shapes = {}
+                if fixed_shapes(device, cache):  # few compiled shapes (STATIC_PROMPT_STEP says why)
+                    extra = static_batch_size(len(batch)) - len(batch)
+                    batch, batch_passages = batch + batch[-1:] * extra, batch_passages + batch_passages[-1:] * extra
+                    shapes = {"pad_to_multiple_of": STATIC_PROMPT_STEP}
+                texts = prompt_texts(processor, batch_passages, task)
                 inputs = processor(images=[[im] for im in batch], text=texts, padding=True,
-                                   add_special_tokens=False, return_tensors="pt").to(device)
+                                   add_special_tokens=False, return_tensors="pt", **shapes).to(device)
                 if "pixel_values" in inputs and model.dtype.is_floating_point:
                     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
                 if device.type == "cpu":  # finished rows leave the batch; a static cache reads its filled part
@@ -308,6 +334,7 @@ def generate_scored(model, processor, images, *, max_new_tokens: int = 512,
                     steps = len(chosen.logprobs)  # one per generated column
                     logprobs = torch.stack(chosen.logprobs, 1).tolist() if steps else [[]] * len(batch)
                     best = torch.stack(chosen.ids, 1).tolist() if steps else [[]] * len(batch)
+                new = new[:len(images[start:start + batch_size])]  # not the rows that only filled a shape
                 for row, text in enumerate(tok.batch_decode(list(new), skip_special_tokens=True)):
                     ids = new[row].tolist()
                     # Past a row's end generate writes padding, not the argmax (special tokens, skipped);

@@ -22,6 +22,7 @@ from safetyvlm.data.dataset import load_dataset_dir
 from safetyvlm.eval.detection import UNKNOWN, DetectionScores, match_image
 from safetyvlm.eval.safety import SafetyAgreement
 from safetyvlm.model.boxes import model_frame
+from safetyvlm.model.fast_path import compile_blocks, use_packed_vision_attention
 from safetyvlm.model.presets import PRESET_FILE
 from safetyvlm.model.prompts import assistant_message, build_messages, detection_text, prompt_text, target_text
 from safetyvlm.schema import CATEGORIES, SafetyReport
@@ -50,6 +51,14 @@ class FinetuneConfig:
     seed: int = 0
     load_in_4bit: bool = False  # GPU only (bitsandbytes)
     gradient_checkpointing: bool = False
+    # torch.compile each decoder layer and vision block on its own (model/fast_path.compile_blocks): on an
+    # H100 the 7B's bf16 LoRA step went 0.83 -> 0.56 s after a ~2-minute first step (docs/gpu.md). Off by
+    # default: for the tiny CPU models the compile time outweighs 150 steps' gain.
+    compile: bool = False
+    # TRL's activation offloading: the activations saved for backward wait in CPU memory (a GPU memory saving
+    # for 4-bit runs; pair with gradient_checkpointing)
+    activation_offloading: bool = False
+    optim: str | None = None  # transformers' optimizer name (e.g. paged_adamw_8bit); None: the Trainer's default
     train_images: int | None = None  # None: the whole train split
     eval_images: int = 50  # valid split images scored after training (0: skip)
     eval_batch_size: int = 25
@@ -179,6 +188,10 @@ def sft_trainer_class(cuda: bool):
     works out entropy and top-1 for TRL's logs. For the tiny models on 2 CPU cores that loop was half of
     each step (cProfile: 0.59 s of 1.21 s); the same loss from full logits takes a fraction of it. TRL's
     logged entropy and token accuracy come from the same logits (answer tokens only).
+
+    Only positions from the batch's first answer token on get logits (`logits_to_keep`, labels cut to match):
+    the prompt and image (~36% of a sample's tokens) never go through the output layer, which is as wide as
+    the whole language model on the tiny presets. The loss is the same sum over answer tokens.
     """
     import torch
     from trl import SFTTrainer
@@ -190,6 +203,10 @@ def sft_trainer_class(cuda: bool):
     class FullLogitsSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs["use_cache"] = False
+            answer = inputs["labels"] != -100
+            if answer.any():  # keep the positions that predict answer tokens: from the one before the first on
+                keep = inputs["labels"].shape[1] - int(answer.float().argmax(1)[answer.any(1)].min()) + 1
+                inputs["labels"], inputs["logits_to_keep"] = inputs["labels"][:, -keep:], keep
             loss, outputs = Trainer.compute_loss(self, model, inputs, True, num_items_in_batch)
             with torch.no_grad():
                 labels = inputs["labels"][:, 1:]
@@ -241,6 +258,7 @@ class SFTRun(LoraRun):
 
     def prepare(self, model):
         soften_output_layer(model, self.cfg.lm_head_temperature)  # before LoRA wraps the output layer
+        use_packed_vision_attention(model)  # Qwen's vision windows in one attention call: same numbers, fewer kernels
         return model
 
     def build_trainer(self, model, out: Path):
@@ -254,6 +272,8 @@ class SFTRun(LoraRun):
                             retriever=self.retriever, rag_fraction=cfg.rag_fraction,
                             detect_fraction=cfg.detect_fraction, rag_distractors=cfg.rag_distractors, seed=cfg.seed)
         rag_samples = sum(train["with_passages"])
+        if cfg.compile:
+            log.info("compiled %d blocks (the first step compiles them)", compile_blocks(model))
         args = SFTConfig(**self.trainer_args(
             out,
             output_dir=str(self.checkpoints if cfg.checkpoint_every else out / "trainer"),
@@ -275,6 +295,8 @@ class SFTRun(LoraRun):
             train_sampling_strategy="group_by_length" if rag_samples or cfg.group_by_length else "random",
             length_column_name="length",
             remove_unused_columns=False,  # keep `length` for the sampler; the VLM collator ignores it
+            activation_offloading=cfg.activation_offloading,
+            **({"optim": cfg.optim} if cfg.optim else {}),
         ))
         trainer = sft_trainer_class(self.cuda)(
             model=model, args=args, train_dataset=train, processing_class=self.processor,
