@@ -72,7 +72,7 @@ class EvalConfig:
     families: list[str] = field(default_factory=lambda: ["qwen2_5_vl", "mllama"])
     split: str = "test"
     images: int | None = 200          # None: the whole split
-    batch_size: int = 200
+    batch_size: int = 100
     max_new_tokens: int = 400
     # the KV cache of the batched answers (model/generate.py): static is preallocated, dynamic grows by a
     # copy every token, which costs Qwen more as the batch grows; the same tokens either way. On 2 CPU cores

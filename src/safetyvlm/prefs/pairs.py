@@ -42,7 +42,7 @@ class PairsConfig:
 
     images: int | None = 120        # train-split images to answer twice (None: all)
     margin: float = 0.02            # keep a pair only if chosen's total beats rejected's by this much
-    batch_size: int = 120           # all 120 images in one batch per pass
+    batch_size: int = 60
     max_new_tokens: int = 400
     cache: str = "static"           # the KV cache of both passes (eval.cache says why)
     weights: dict[str, float] = field(default_factory=default_weights)
