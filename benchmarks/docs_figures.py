@@ -188,19 +188,20 @@ def ddp() -> str:
                       "efficiency"], rows))
 
 
-def load_gpu() -> str:
-    d = _read("load_gpu_h100.json")
+def load_compare(name: str, model: str) -> str:
+    d = _read(name)
     rows = [[c["concurrency"], c["requests"], c["service_rps"], c["service_p50_ms"], c["service_p95_ms"],
-             c["in_process_rps"], c["in_process_p50_ms"], c["in_process_p95_ms"], f"{100 * c['overhead']:+.1f}%"]
-            for c in d["compare"]]
-    return (f"From `benchmarks/results/load_gpu_h100.json` ({d['date']}, {d['card']}; full-size random-init "
-            f"Qwen2.5-VL-7B, {d['model']['cache']} cache, {d['max_new_tokens']} new tokens; {d['software']}; "
-            f"`{d['command']}`). Overhead = in-process images/s ÷ service images/s − 1:\n\n"
-            + _table(["concurrency", "requests", "service images / s", "p50 ms", "p95 ms", "in-process images / s",
-                      "p50 ms", "p95 ms", "overhead"], rows))
+             c.get("service_mean_batch"), c["in_process_rps"], c["in_process_p50_ms"], c["in_process_p95_ms"],
+             f"{100 * c['overhead']:+.1f}%"] for c in d["compare"]]
+    return (f"From `benchmarks/results/{name}` ({d['date']}, {d['card']}; {model}, {d['model']['cache']} cache, "
+            f"{d['max_new_tokens']} new tokens; {d['software']}; `{d['command']}`). Overhead = in-process images/s "
+            "÷ service images/s − 1; mean batch: images per forward pass in the service (– where not recorded):\n\n"
+            + _table(["concurrency", "requests", "service images / s", "p50 ms", "p95 ms", "mean batch",
+                      "in-process images / s", "p50 ms", "p95 ms", "overhead"], rows))
 
 
-BLOCKS = {"load": load, "load-gpu": load_gpu, "soak": soak, "rag-latency": rag_latency, "poisoning": poisoning, "injection": injection,
+BLOCKS = {"load": load, "load-gpu": lambda: load_compare("load_gpu_h100.json", "full-size random-init Qwen2.5-VL-7B"),
+          "load-compare-cpu": lambda: load_compare("load_compare_cpu.json", "the shipped tiny Qwen base"), "soak": soak, "rag-latency": rag_latency, "poisoning": poisoning, "injection": injection,
           "gpu-train-h100": lambda: gpu_train("h100"), "gpu-train-h200": lambda: gpu_train("h200"),
           "gpu-generate-h100": lambda: gpu_generate("h100"), "gpu-generate-h200": lambda: gpu_generate("h200"),
           "ddp": ddp, "generation-cpu": generation_cpu, "repro-time": repro_time}

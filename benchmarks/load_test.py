@@ -173,11 +173,24 @@ class BareModel:
         return (time.perf_counter() - t0) * 1000
 
 
+def batch_counts(url: str) -> tuple[float, float]:
+    """(forward passes, images) so far, from the service's `safetyvlm_batch_size` histogram in /metrics."""
+    import requests
+
+    text = requests.get(url + "/metrics", timeout=10).text
+
+    def total(name):
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith(name + " ") or line.startswith(name + "{"))
+
+    return total("safetyvlm_batch_size_count"), total("safetyvlm_batch_size_sum")
+
+
 def compare(levels: dict[int, int], workdir: Path, time_limit: int = 300, log=print, **served) -> dict:
     """The service against the same model in-process, valid images only, at each concurrency c of `levels`
     (c -> requests): through `/analyze` (adaptive batching, max batch 32) with c clients, and in-process
     as batches of c images (the best the batcher can do). Latency in-process = its batch's time; service
-    overhead = in-process images/s / service images/s - 1."""
+    overhead = in-process images/s / service images/s - 1; the service's mean batch from its /metrics."""
     served = {**SERVED, **served}
     valid = write_payloads(workdir / "valid", valid_only=True)
     manifest = json.loads(valid.read_text())
@@ -188,10 +201,13 @@ def compare(levels: dict[int, int], workdir: Path, time_limit: int = 300, log=pr
         for users in levels:  # warm every batch shape first (a static cache compiles per shape)
             run_locust(srv.url, valid, users, 2 * users, workdir, time_limit)
         for users, n in levels.items():
+            before = batch_counts(srv.url)
             s = run_locust(srv.url, valid, users, n, workdir, time_limit)
+            passes, images_seen = (a - b for a, b in zip(batch_counts(srv.url), before))
             rows.append({"concurrency": users, "requests": s["requests"], "service_rps": s["valid_rps"],
                          "service_p50_ms": s["valid_p50_ms"], "service_p95_ms": s["valid_p95_ms"],
-                         "service_errors": s["requests"] - s["valid_schema_ok"]})
+                         "service_errors": s["requests"] - s["valid_schema_ok"],
+                         "service_mean_batch": round(images_seen / passes, 2) if passes else None})
             log(json.dumps(rows[-1]))
     bare = BareModel(**served)
     for row in rows:
@@ -310,11 +326,11 @@ def table(r: dict) -> str:
 
 
 def compare_table(r: dict) -> str:
-    rows = ["| concurrency | requests | service images/s | p50 ms | p95 ms | in-process images/s | p50 ms | p95 ms | "
-            "overhead |", "|" + "---|" * 9]
+    rows = ["| concurrency | requests | service images/s | p50 ms | p95 ms | mean batch | in-process images/s | p50 ms | "
+            "p95 ms | overhead |", "|" + "---|" * 10]
     for c in r["compare"]:
         rows.append(f"| {c['concurrency']} | {c['requests']} | {c['service_rps']} | {c['service_p50_ms']} | "
-                    f"{c['service_p95_ms']} | {c['in_process_rps']} | {c['in_process_p50_ms']} | "
+                    f"{c['service_p95_ms']} | {c.get('service_mean_batch')} | {c['in_process_rps']} | {c['in_process_p50_ms']} | "
                     f"{c['in_process_p95_ms']} | {c['overhead'] * 100:+.1f}% |")
     rows.append(f"model: {r['model']['model']} on {r['model']['device']}, {r['model']['cache']} cache; {r['machine']}")
     return "\n".join(rows)

@@ -44,6 +44,7 @@ def test_service_against_the_model_in_process(tmp_path):
         assert row["in_process_rps"] > 0
         assert row["overhead"] == pytest.approx(row["in_process_rps"] / row["service_rps"] - 1, abs=0.01)
     assert eight["service_rps"] > one["service_rps"]  # adaptive batching: 8 clients share forward passes
+    assert one["service_mean_batch"] == 1 and 1 < eight["service_mean_batch"] <= 8
 
 
 def test_soak_at_a_fixed_rate(tmp_path):
