@@ -201,7 +201,8 @@ def load_compare(name: str, model: str) -> str:
 
 
 BLOCKS = {"load": load, "load-gpu": lambda: load_compare("load_gpu_h100.json", "full-size random-init Qwen2.5-VL-7B"),
-          "load-compare-cpu": lambda: load_compare("load_compare_cpu.json", "the shipped tiny Qwen base"), "soak": soak, "rag-latency": rag_latency, "poisoning": poisoning, "injection": injection,
+          "load-compare-cpu": lambda: load_compare("load_compare_cpu.json", "the shipped tiny Qwen base"),
+          "soak": soak, "rag-latency": rag_latency, "poisoning": poisoning, "injection": injection,
           "gpu-train-h100": lambda: gpu_train("h100"), "gpu-train-h200": lambda: gpu_train("h200"),
           "gpu-generate-h100": lambda: gpu_generate("h100"), "gpu-generate-h200": lambda: gpu_generate("h200"),
           "ddp": ddp, "generation-cpu": generation_cpu, "repro-time": repro_time}

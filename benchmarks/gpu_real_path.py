@@ -524,7 +524,8 @@ class Bench:
                 prefill.append(time.perf_counter() - t)
             profile = {}
             if prof:  # one more generate under the profiler: how busy the card is, kernels a decode step
-                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as p:
+                kinds = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+                with torch.profiler.profile(activities=kinds) as p:
                     t = time.perf_counter()
                     model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, **kw)
                     sync(self.device)

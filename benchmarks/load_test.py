@@ -303,15 +303,18 @@ def run(levels: dict[int, int], batching_requests: int, overhead_requests: int, 
     return result
 
 
+def md_table(head: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(map(str, r)) + " |"
+                                                                         for r in rows]
+
+
 def table(r: dict) -> str:
-    rows = ["| concurrency | requests | req/s | valid req/s | p50 ms | p95 ms | p99 ms | answers by status | "
-            "conn. failures | 5xx | schema-valid / valid | RSS MB |", "|" + "---|" * 12]
-    for s in r["levels"]:
-        rows.append(f"| {s['concurrency']} | {s['requests']} | {s['throughput_rps']} | {s['valid_rps']} | "
-                    f"{s['p50_ms']} | {s['p95_ms']} | {s['p99_ms']} | "
-                    + ", ".join(f"{k}: {v}" for k, v in s["by_status"].items())
-                    + f" | {s['connection_failures']} | {s['server_errors']} | {s['valid_schema_ok']} / "
-                      f"{s['valid_requests']} | {s['rss_mb']} |")
+    rows = md_table(["concurrency", "requests", "req/s", "valid req/s", "p50 ms", "p95 ms", "p99 ms",
+                     "answers by status", "conn. failures", "5xx", "schema-valid / valid", "RSS MB"],
+                    [[s["concurrency"], s["requests"], s["throughput_rps"], s["valid_rps"], s["p50_ms"], s["p95_ms"],
+                      s["p99_ms"], ", ".join(f"{k}: {v}" for k, v in s["by_status"].items()),
+                      s["connection_failures"], s["server_errors"], f"{s['valid_schema_ok']} / {s['valid_requests']}",
+                      s["rss_mb"]] for s in r["levels"]])
     on, off = r["batching_on"], r["batching_off"]
     rows += ["", f"batching at concurrency 32 (valid images): on {on['valid_rps']} req/s (p50 {on['p50_ms']} ms), "
                  f"off {off['valid_rps']} req/s (p50 {off['p50_ms']} ms): {r['batching_speedup']}x",
@@ -326,12 +329,11 @@ def table(r: dict) -> str:
 
 
 def compare_table(r: dict) -> str:
-    rows = ["| concurrency | requests | service images/s | p50 ms | p95 ms | mean batch | in-process images/s | p50 ms | "
-            "p95 ms | overhead |", "|" + "---|" * 10]
-    for c in r["compare"]:
-        rows.append(f"| {c['concurrency']} | {c['requests']} | {c['service_rps']} | {c['service_p50_ms']} | "
-                    f"{c['service_p95_ms']} | {c.get('service_mean_batch')} | {c['in_process_rps']} | {c['in_process_p50_ms']} | "
-                    f"{c['in_process_p95_ms']} | {c['overhead'] * 100:+.1f}% |")
+    rows = md_table(["concurrency", "requests", "service images/s", "p50 ms", "p95 ms", "mean batch",
+                     "in-process images/s", "p50 ms", "p95 ms", "overhead"],
+                    [[c["concurrency"], c["requests"], c["service_rps"], c["service_p50_ms"], c["service_p95_ms"],
+                      c.get("service_mean_batch"), c["in_process_rps"], c["in_process_p50_ms"],
+                      c["in_process_p95_ms"], f"{c['overhead'] * 100:+.1f}%"] for c in r["compare"]])
     rows.append(f"model: {r['model']['model']} on {r['model']['device']}, {r['model']['cache']} cache; {r['machine']}")
     return "\n".join(rows)
 

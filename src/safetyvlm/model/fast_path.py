@@ -42,10 +42,11 @@ def packed_vision_attention(module, query, key, value, attention_mask=None, scal
 
 def compile_blocks(model) -> int:
     """Regional compilation: `torch.compile` each repeated block (the language model's decoder layers, the
-    vision tower's blocks or encoder layers) in place instead of the whole model, so that inductor compiles one layer of each
-    kind and the others reuse it (compiling the whole 7B with its LoRA layers ran past 240 s on an H100;
-    by blocks the first step takes ~2 minutes, then 0.56 s a step against 0.83: docs/gpu.md). The module
-    tree and state dict keys stay as they were, so PEFT saves and merges as usual. Returns how many."""
+    vision tower's blocks or encoder layers) in place instead of the whole model, so that inductor compiles
+    one layer of each kind and the others reuse it (compiling the whole 7B with its LoRA layers ran past 240 s
+    on an H100; by blocks the first step takes 1-2 minutes, then the 7B's bf16 LoRA step 0.49 s against 0.70:
+    docs/gpu.md). The module tree and state dict keys stay as they were, so PEFT saves and merges as usual.
+    Returns how many blocks."""
     kinds = ("DecoderLayer", "EncoderLayer", "VisionBlock")  # Qwen2.5-VL's and Mllama's repeated blocks
     blocks = [m for m in model.modules() if type(m).__name__.endswith(kinds)]
     for m in blocks:

@@ -52,8 +52,8 @@ class FinetuneConfig:
     load_in_4bit: bool = False  # GPU only (bitsandbytes)
     gradient_checkpointing: bool = False
     # torch.compile each decoder layer and vision block on its own (model/fast_path.compile_blocks): on an
-    # H100 the 7B's bf16 LoRA step went 0.83 -> 0.56 s after a ~2-minute first step (docs/gpu.md). Off by
-    # default: for the tiny CPU models the compile time outweighs 150 steps' gain.
+    # H100 the 7B's bf16 LoRA step went 0.70 -> 0.49 s (38% MFU) after a 69 s first step (docs/gpu.md). Off
+    # by default: for the tiny CPU models the compile time (~50 s) outweighs 150 steps' gain.
     compile: bool = False
     # TRL's activation offloading: the activations saved for backward wait in CPU memory (a GPU memory saving
     # for 4-bit runs; pair with gradient_checkpointing)
