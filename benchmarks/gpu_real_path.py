@@ -645,7 +645,8 @@ class Bench:
         if kind == "analyze":
             return self.record(name, lambda: self.analyze(int(parts[1][1:])))
         if kind == "gen":
-            return self.record(name, lambda: self.gen(parts[1], parts[2], int(parts[3][1:]), prof="prof" in parts[4:]))
+            return self.record(name, lambda: self.gen(parts[1], parts[2], int(parts[3][1:]),
+                                                      prof="prof" in parts[4:]))
         if kind in ("dpo", "grpo"):
             bs = next((int(p[2:]) for p in parts[2:] if p.startswith("bs")), None)
             return self.record(name, lambda: self.prefs(kind, parts[1], bs, ckpt="ckpt" in parts[2:]))

@@ -176,14 +176,11 @@ class BareModel:
 def batch_counts(url: str) -> tuple[float, float]:
     """(forward passes, images) so far, from the service's `safetyvlm_batch_size` histogram in /metrics."""
     import requests
+    from prometheus_client.parser import text_string_to_metric_families
 
-    text = requests.get(url + "/metrics", timeout=10).text
-
-    def total(name):
-        return sum(float(line.split()[-1]) for line in text.splitlines()
-                   if line.startswith(name + " ") or line.startswith(name + "{"))
-
-    return total("safetyvlm_batch_size_count"), total("safetyvlm_batch_size_sum")
+    samples = [s for family in text_string_to_metric_families(requests.get(url + "/metrics", timeout=10).text)
+               for s in family.samples]
+    return tuple(sum(s.value for s in samples if s.name == f"safetyvlm_batch_size_{k}") for k in ("count", "sum"))
 
 
 def compare(levels: dict[int, int], workdir: Path, time_limit: int = 300, log=print, **served) -> dict:
@@ -212,7 +209,8 @@ def compare(levels: dict[int, int], workdir: Path, time_limit: int = 300, log=pr
     bare = BareModel(**served)
     for row in rows:
         c = row["concurrency"]
-        batches = [[images[(i * c + j) % len(images)] for j in range(c)] for i in range(max(3, row["requests"] // c))]
+        rounds = max(3, row["requests"] // c)
+        batches = [[images[(i * c + j) % len(images)] for j in range(c)] for i in range(rounds)]
         bare(*batches[0])  # warm-up of this shape
         times = [bare(*b) for b in batches]
         rate = c * len(times) / (sum(times) / 1000)
@@ -353,18 +351,15 @@ def main(argv=None):
         with tempfile.TemporaryDirectory(prefix="safetyvlm-load-") as tmp:
             r = compare(levels, Path(tmp), model=args.model, device=args.device, cache=args.cache)
         print(compare_table(r))
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(r, indent=1))
-        return r
-    if args.quick:
-        levels, nb, no = {1: 12, 8: 40, 32: 64}, 64, 16
     else:
-        levels, nb, no = {1: 60, 8: 240, 32: 480}, 192, 40
-    with tempfile.TemporaryDirectory(prefix="safetyvlm-load-") as tmp:
-        r = run(levels, nb, no, Path(tmp), time_limit=90 if args.quick else 300, model=args.model,
-                device=args.device, cache=args.cache)
-    print(table(r))
+        if args.quick:
+            levels, nb, no = {1: 12, 8: 40, 32: 64}, 64, 16
+        else:
+            levels, nb, no = {1: 60, 8: 240, 32: 480}, 192, 40
+        with tempfile.TemporaryDirectory(prefix="safetyvlm-load-") as tmp:
+            r = run(levels, nb, no, Path(tmp), time_limit=90 if args.quick else 300, model=args.model,
+                    device=args.device, cache=args.cache)
+        print(table(r))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(r, indent=1))

@@ -307,7 +307,7 @@ def generate_scored(model, processor, images, *, max_new_tokens: int = 512,
             for start in range(0, len(images), batch_size):
                 batch = images[start:start + batch_size]
                 batch_passages = per_image[start:start + batch_size]
-                shapes = {}
+                real, shapes = len(batch), {}
                 if fixed_shapes(device, cache):  # few compiled shapes (STATIC_PROMPT_STEP says why)
                     extra = static_batch_size(len(batch)) - len(batch)
                     batch, batch_passages = batch + batch[-1:] * extra, batch_passages + batch_passages[-1:] * extra
@@ -334,7 +334,7 @@ def generate_scored(model, processor, images, *, max_new_tokens: int = 512,
                     steps = len(chosen.logprobs)  # one per generated column
                     logprobs = torch.stack(chosen.logprobs, 1).tolist() if steps else [[]] * len(batch)
                     best = torch.stack(chosen.ids, 1).tolist() if steps else [[]] * len(batch)
-                new = new[:len(images[start:start + batch_size])]  # not the rows that only filled a shape
+                new = new[:real]  # not the rows that only filled a shape
                 for row, text in enumerate(tok.batch_decode(list(new), skip_special_tokens=True)):
                     ids = new[row].tolist()
                     # Past a row's end generate writes padding, not the argmax (special tokens, skipped);
