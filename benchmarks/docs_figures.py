@@ -191,17 +191,24 @@ def ddp() -> str:
 def load_compare(name: str, model: str) -> str:
     d = _read(name)
     rows = [[c["concurrency"], c["requests"], c["service_rps"], c["service_p50_ms"], c["service_p95_ms"],
-             c.get("service_mean_batch"), c["in_process_rps"], c["in_process_p50_ms"], c["in_process_p95_ms"],
-             f"{100 * c['overhead']:+.1f}%"] for c in d["compare"]]
+             c.get("service_mean_batch"), c.get("in_process_rps"), c.get("in_process_p50_ms"),
+             c.get("in_process_p95_ms"), None if c.get("overhead") is None else f"{100 * c['overhead']:+.1f}%"]
+            for c in d["compare"]]
+    note = f" Not measured: {d['note']}." if d.get("note") else ""
     return (f"From `benchmarks/results/{name}` ({d['date']}, {d['card']}; {model}, {d['model']['cache']} cache, "
-            f"{d['max_new_tokens']} new tokens; {d['software']}; `{d['command']}`). Overhead = in-process images/s "
-            "÷ service images/s − 1; mean batch: images per forward pass in the service (– where not recorded):\n\n"
+            f"{d['max_new_tokens']} new tokens; {d['software']}; batcher: {d.get('batcher', 'BentoML')}; "
+            f"`{d['command']}`). Overhead = in-process images/s ÷ service images/s − 1; mean batch: images per "
+            f"forward pass in the service (– where not recorded).{note}\n\n"
             + _table(["concurrency", "requests", "service images / s", "p50 ms", "p95 ms", "mean batch",
                       "in-process images / s", "p50 ms", "p95 ms", "overhead"], rows))
 
 
 BLOCKS = {"load": load, "load-gpu": lambda: load_compare("load_gpu_h100.json", "full-size random-init Qwen2.5-VL-7B"),
+          "load-gpu-own-batcher": lambda: load_compare("load_gpu_h100_own_batcher.json",
+                                                       "full-size random-init Qwen2.5-VL-7B"),
           "load-compare-cpu": lambda: load_compare("load_compare_cpu.json", "the shipped tiny Qwen base"),
+          "load-compare-cpu-own-batcher": lambda: load_compare("load_compare_cpu_own_batcher.json",
+                                                               "the shipped tiny Qwen base"),
           "soak": soak, "rag-latency": rag_latency, "poisoning": poisoning, "injection": injection,
           "gpu-train-h100": lambda: gpu_train("h100"), "gpu-train-h200": lambda: gpu_train("h200"),
           "gpu-generate-h100": lambda: gpu_generate("h100"), "gpu-generate-h200": lambda: gpu_generate("h200"),

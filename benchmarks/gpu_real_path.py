@@ -24,8 +24,10 @@ Configuration names (comma-separated, run in order):
                                            finetune.compile); gbl: batches of similar lengths (the
                                            finetune's group_by_length); offload: TRL's activation
                                            offloading; adam8: optim paged_adamw_8bit
-  gen:bf16|4bit:dynamic|static:bN[:prof]   greedy generation, 128 new tokens forced; prof: one more run
-                                           under torch.profiler (card busy share, kernels a token)
+  gen:bf16|4bit:dynamic|static:bN[:prof][:fullgraph]   greedy generation, 128 new tokens forced; prof: one more
+                                           run under torch.profiler (card busy share, kernels a token); fullgraph:
+                                           the decode step compiled whole (an error names the graph break; only as
+                                           the process's first static config: dynamo reuses a compiled step)
   dpo:bf16|4bit[:bsN][:ckpt] / grpo:...     steps of train.dpo's / train.grpo's trainers (LoRA v+l)
   census:bf16|4bit                         parameter bytes per module group and dtype after loading
   analyze:bN                               the service's Analyzer (what /analyze runs after decoding the
@@ -482,8 +484,10 @@ class Bench:
 
             torch.cuda.empty_cache()
 
-    def gen(self, quant, cache, b, prof=False):
+    def gen(self, quant, cache, b, prof=False, fullgraph=False):
         import torch
+        from torch._dynamo.utils import counters
+        from transformers import CompileConfig
 
         from safetyvlm.model.generate import no_cudnn_attention, prompt_texts, stop_token_ids
 
@@ -502,6 +506,9 @@ class Bench:
         kw = dict(do_sample=False, eos_token_id=stops, pad_token_id=tok.pad_token_id)
         if cache == "static":
             kw["cache_implementation"] = "static"
+            if fullgraph:  # transformers' default compiles with graph breaks allowed (mode reduce-overhead)
+                kw["compile_config"] = CompileConfig(fullgraph=True)
+        counters.clear()
         mem_reset(self.device)
         with torch.inference_mode(), no_cudnn_attention(self.cuda):
             t = time.perf_counter()
@@ -541,6 +548,9 @@ class Bench:
                 # decode rate: tokens after the first over the time after the prefill
                 "decode_tokens_per_s": round(b * (new - 1) / max(secs - first, 1e-9), 1),
                 "ms_per_decode_step": round(1e3 * (secs - first) / max(new - 1, 1), 2),
+                # why the compiled step is not one CUDA graph, if it is not: dynamo's breaks, inductor's skips
+                "graph_breaks": dict(counters["graph_break"]),
+                "cudagraph_skips": counters["inductor"]["cudagraph_skips"],
                 **mem_peak(self.device), **({"profile": profile} if profile else {})}
 
     def analyze(self, b):
@@ -646,7 +656,7 @@ class Bench:
             return self.record(name, lambda: self.analyze(int(parts[1][1:])))
         if kind == "gen":
             return self.record(name, lambda: self.gen(parts[1], parts[2], int(parts[3][1:]),
-                                                      prof="prof" in parts[4:]))
+                                                      prof="prof" in parts[4:], fullgraph="fullgraph" in parts[4:]))
         if kind in ("dpo", "grpo"):
             bs = next((int(p[2:]) for p in parts[2:] if p.startswith("bs")), None)
             return self.record(name, lambda: self.prefs(kind, parts[1], bs, ckpt="ckpt" in parts[2:]))

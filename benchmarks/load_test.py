@@ -247,7 +247,7 @@ def interleaved_overhead(url: str, image: bytes, n: int, **served) -> dict:
 def server_settings(batch: int, model: str = SERVED["model"], device: str = SERVED["device"],
                     cache: str = SERVED["cache"]) -> dict:
     return dict(SAFETYVLM_MAX_NEW_TOKENS=MAX_NEW_TOKENS, SAFETYVLM_MAX_BATCH_SIZE=batch,
-                SAFETYVLM_MAX_LATENCY_MS=60000, SAFETYVLM_MAX_BODY_BYTES=MAX_BODY, SAFETYVLM_MAX_PIXELS=MAX_PIXELS,
+                SAFETYVLM_BATCH_WAIT_MS=50, SAFETYVLM_MAX_BODY_BYTES=MAX_BODY, SAFETYVLM_MAX_PIXELS=MAX_PIXELS,
                 SAFETYVLM_RETRIEVAL_DEFAULT="false", SAFETYVLM_MODEL=model, SAFETYVLM_DEVICE=device,
                 SAFETYVLM_CACHE=cache)
 

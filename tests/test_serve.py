@@ -87,7 +87,7 @@ def server(packaged):
     port = free_port()
     log_path = packaged["tmp"] / "server.log"
     env = serve_env(packaged["home"], SAFETYVLM_MODEL="safetyvlm:latest", SAFETYVLM_MAX_NEW_TOKENS=str(MAX_NEW),
-                    SAFETYVLM_TORCH_THREADS="1", SAFETYVLM_MAX_BATCH_SIZE="8", SAFETYVLM_MAX_LATENCY_MS="60000",
+                    SAFETYVLM_TORCH_THREADS="1", SAFETYVLM_MAX_BATCH_SIZE="8", SAFETYVLM_BATCH_WAIT_MS="50",
                     SAFETYVLM_MAX_BODY_BYTES=str(MAX_BODY), SAFETYVLM_MAX_PIXELS=str(MAX_PIXELS),
                     SAFETYVLM_API_TOKEN=TOKEN, SAFETYVLM_DRAIN_S="0")
     with open(log_path, "wb") as log:
@@ -383,7 +383,7 @@ def test_concurrent_requests_share_forward_passes(server):
     passes = _metric(after, "safetyvlm_batch_size_count") - _metric(before, "safetyvlm_batch_size_count")
     images_seen = _metric(after, "safetyvlm_batch_size_sum") - _metric(before, "safetyvlm_batch_size_sum")
     assert images_seen == len(images) and passes < len(images)
-    assert "bentoml_service_adaptive_batch_size_bucket" in after
+    assert "safetyvlm_batch_size_bucket" in after
 
 
 def test_model_calls_in_flight_survive_many_other_calls(server):

@@ -50,7 +50,7 @@ def srv(tmp_path_factory):
     path = os.pathsep.join([str(FAULTS), str(Path(safetyvlm.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
     # max_pixels and max_body_bytes stay at their defaults (40 MP, 10 MB): the bombs meet the real limits
     with ServeProcess(tmp, tmp / "server.log", SAFETYVLM_MAX_NEW_TOKENS=64, SAFETYVLM_MAX_BATCH_SIZE=8,
-                      SAFETYVLM_MAX_LATENCY_MS=60000, SAFETYVLM_MAX_CONCURRENCY=CAP, SAFETYVLM_TIMEOUT_S=TIMEOUT_S,
+                      SAFETYVLM_BATCH_WAIT_MS=50, SAFETYVLM_MAX_CONCURRENCY=CAP, SAFETYVLM_TIMEOUT_S=TIMEOUT_S,
                       SAFETYVLM_BODY_TIMEOUT_S=BODY_TIMEOUT_S,
                       SAFETYVLM_RETRIEVAL_DEFAULT="false", SAFETYVLM_API_TOKEN=TOKEN,
                       PYTHONPATH=path.rstrip(os.pathsep), SAFETYVLM_TEST_FAULT=flag) as s:

@@ -49,7 +49,9 @@ class ServeConfig:
     cache: str = "dynamic"
     max_tools: int = 20                # cap on tools per answer; a request may ask for fewer
     max_batch_size: int = 8            # adaptive batching: the most images in one forward pass
-    max_latency_ms: int = 60000        # adaptive batching: a request's latency budget, queueing included
+    # adaptive batching: when the model comes free, how long the next batch may wait for the clients whose
+    # answers just went back (serve/batcher.py); never waited at one client or after an idle spell
+    batch_wait_ms: int = 50
     torch_threads: int | None = None   # None: torch's default
     max_body_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000       # larger images are refused before decoding (decompression bombs)
@@ -65,11 +67,11 @@ class ServeConfig:
     linger_bytes: int = 128 * 1024 * 1024  # ... and this many bytes at most (docs/reliability.md)
 
     def __post_init__(self):
-        for name in ("max_new_tokens", "max_tools", "max_batch_size", "max_latency_ms", "max_body_bytes",
-                     "max_pixels", "workers", "timeout_s"):
+        for name in ("max_new_tokens", "max_tools", "max_batch_size", "max_body_bytes", "max_pixels", "workers",
+                     "timeout_s"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"serve config: {name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("drain_s", "linger_s", "linger_bytes"):
+        for name in ("drain_s", "linger_s", "linger_bytes", "batch_wait_ms"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"serve config: {name} must be >= 0, got {getattr(self, name)!r}")
         # the 504 (timeout_s) would otherwise cut a trickling upload first, with no 408 and no linger

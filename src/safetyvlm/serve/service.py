@@ -5,11 +5,11 @@ Two services, two kinds of process:
 * `SafetyVLM` (the API server, the one the port belongs to) owns HTTP: auth, body limits, decoding and
   refusing bad images, the dashboard, `/analyze` and `/v1/chat/completions`. It never imports torch, so
   a hostile upload is rejected before it costs the model anything.
-* `VLMRunner` holds the model. Its `analyze_batch` is `batchable`: BentoML's adaptive batcher merges
-  the one-item lists that concurrent requests send into one list, so they share a forward pass.
+* `VLMRunner` holds the model. Its `analyze` takes one request; the service's own adaptive batcher
+  (`batcher.py`, not BentoML's) merges concurrent requests into one list, so they share a forward pass.
 
 Config: `safetyvlm.serve.config` (env vars / `SAFETYVLM_SERVE_CONFIG`), read when this module is
-imported, because the batching limits are decorator arguments.
+imported, because the timeouts are decorator arguments.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from starlette.routing import Route
 
 from safetyvlm.kb import load_kb
 from safetyvlm.serve.analyzer import Analyzer
+from safetyvlm.serve.batcher import Batcher
 from safetyvlm.serve.config import MULTIPART_SLACK, load_config
 from safetyvlm.serve.images import BadInput, decode_image
 from safetyvlm.serve.openai_compat import chat_completion, parse_chat_request
@@ -64,7 +65,7 @@ TOKEN_COOKIE = "safetyvlm_token"
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 
 BATCH_SIZE = bentoml.metrics.Histogram(
-    name="safetyvlm_batch_size", documentation="images per forward pass (adaptive batching)",
+    name="safetyvlm_batch_size", documentation="images per forward pass (the service's adaptive batcher)",
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64))
 REJECTED = bentoml.metrics.Counter(
     name="safetyvlm_rejected_requests_total", documentation="requests refused before the model, by reason",
@@ -94,19 +95,23 @@ class VLMRunner:
     def __init__(self) -> None:
         self.analyzer = Analyzer(CONFIG)
         self.active, self.last_end = 0, 0.0
+        # max_batch_size 1 turns batching off: each request its own pass
+        self.batcher = Batcher(self.analyze_batch, CONFIG.max_batch_size, CONFIG.batch_wait_ms / 1000)
         # stay up while the API server drains: exit once no batch has run for a second after drain_s
-        self.drain = Drain(CONFIG.drain_s + 1, lambda: self.active > 0 or time.monotonic() - self.last_end < 1,
+        self.drain = Drain(CONFIG.drain_s + 1, lambda: self.active > 0 or bool(self.batcher.queue)
+                           or time.monotonic() - self.last_end < 1,
                            CONFIG.timeout_s + CONFIG.drain_s + 30)
         self.drain.install()
 
     def __is_ready__(self) -> bool:
         return getattr(self, "analyzer", None) is not None
 
-    # max_batch_size 1 turns batching off (BentoML refuses a batchable API with batches of 1): the same
-    # list-in, list-out method, called once per request
-    @bentoml.api(**({"batchable": True, "max_batch_size": CONFIG.max_batch_size,
-                     "max_latency_ms": CONFIG.max_latency_ms} if CONFIG.max_batch_size > 1 else {}))
+    @bentoml.api
+    async def analyze(self, job: Job) -> dict:
+        return await self.batcher.submit(job)
+
     def analyze_batch(self, jobs: list[Job]) -> list[dict]:
+        """One forward pass for the batch the batcher formed (in a worker thread)."""
         BATCH_SIZE.observe(len(jobs))
         self.active += 1
         try:
@@ -347,7 +352,7 @@ class Front:
         job = Job(image=image, retrieval=retrieval, max_tools=max_tools)
         for attempt in range(MODEL_CALL_ATTEMPTS):
             try:
-                [answer] = await cls.service.runner.to_async.analyze_batch([job])
+                answer = await cls.service.runner.to_async.analyze(job)
                 break
             except Exception as e:  # the model process is down, restarting or overloaded: retryable
                 if attempt + 1 < MODEL_CALL_ATTEMPTS and _dropped_connection(e):
