@@ -302,8 +302,8 @@ def run(levels: dict[int, int], batching_requests: int, overhead_requests: int, 
 
 
 def md_table(head: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(map(str, r)) + " |"
-                                                                         for r in rows]
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
+        "| " + " | ".join("–" if c is None else str(c) for c in r) + " |" for r in rows]
 
 
 def table(r: dict) -> str:
@@ -321,7 +321,9 @@ def table(r: dict) -> str:
              f"{r['service_p50_ms']} ms with adaptive batching ({r['overhead'] * 100:+.1f}%)",
              f"peak RSS of the server processes: {r['peak_rss_mb']['total']} MB in {r['peak_rss_mb']['processes']} "
              f"(model worker {r['peak_rss_mb']['model_worker']} MB)",
-             f"model: {r['model']['model']} on {r['model']['device']}, {r['model']['cache']} cache",
+             # results recorded before the model was a key (benchmarks/results/load.json) print without it
+             *([f"model: {r['model']['model']} on {r['model']['device']}, {r['model']['cache']} cache"]
+               if "model" in r else []),
              f"machine: {r['machine']}; load average at start {', '.join(f'{x:.1f}' for x in r['load_average_at_start'])}"]
     return "\n".join(rows)
 
@@ -330,8 +332,9 @@ def compare_table(r: dict) -> str:
     rows = md_table(["concurrency", "requests", "service images/s", "p50 ms", "p95 ms", "mean batch",
                      "in-process images/s", "p50 ms", "p95 ms", "overhead"],
                     [[c["concurrency"], c["requests"], c["service_rps"], c["service_p50_ms"], c["service_p95_ms"],
-                      c.get("service_mean_batch"), c["in_process_rps"], c["in_process_p50_ms"],
-                      c["in_process_p95_ms"], f"{c['overhead'] * 100:+.1f}%"] for c in r["compare"]])
+                      c.get("service_mean_batch"), c.get("in_process_rps"), c.get("in_process_p50_ms"),
+                      c.get("in_process_p95_ms"), None if c.get("overhead") is None else f"{c['overhead'] * 100:+.1f}%"]
+                     for c in r["compare"]])
     rows.append(f"model: {r['model']['model']} on {r['model']['device']}, {r['model']['cache']} cache; {r['machine']}")
     return "\n".join(rows)
 
