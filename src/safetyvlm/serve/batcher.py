@@ -15,11 +15,8 @@ is waited for, and after an idle spell the first request goes at once.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Any, Callable
-
-log = logging.getLogger(__name__)
 
 
 class Batcher:
@@ -35,7 +32,6 @@ class Batcher:
         self.expect = 0                     # requests in the system when the last batch ended
         self.freed_at = float("-inf")       # when the model last came free
         self.arrived_at = float("-inf")     # when the latest request came
-        self.batches = 0
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
 
@@ -90,6 +86,5 @@ class Batcher:
                 for (_, future), answer in zip(batch, answers):
                     if not future.done():
                         future.set_result(answer)
-            self.batches += 1
             self.expect = len(batch) + self._live()
             self.freed_at = time.monotonic()
