@@ -209,6 +209,8 @@ BLOCKS = {"load": load, "load-gpu": lambda: load_compare("load_gpu_h100.json", "
           "load-compare-cpu": lambda: load_compare("load_compare_cpu.json", "the shipped tiny Qwen base"),
           "load-compare-cpu-own-batcher": lambda: load_compare("load_compare_cpu_own_batcher.json",
                                                                "the shipped tiny Qwen base"),
+          "load-compare-cpu-own-batcher-full": lambda: load_compare("load_compare_cpu_own_batcher_full.json",
+                                                                    "the shipped tiny Qwen base"),
           "soak": soak, "rag-latency": rag_latency, "poisoning": poisoning, "injection": injection,
           "gpu-train-h100": lambda: gpu_train("h100"), "gpu-train-h200": lambda: gpu_train("h200"),
           "gpu-generate-h100": lambda: gpu_generate("h100"), "gpu-generate-h200": lambda: gpu_generate("h200"),
