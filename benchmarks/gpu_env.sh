@@ -7,4 +7,12 @@ whls=$(for d in $WHEELS; do ls $BENCH/$d/*.whl; done)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE $whls || return 1
 export PYTHONPATH=$SITE:$BENCH/src HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,temperature.gpu --format=csv,noheader
-python3 -c "import torch, transformers, peft, trl; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'trl', trl.__version__)"
+# versions of what is there (a service call carries no trl): a missing one prints as such, never fails the source
+python3 -c "
+import importlib
+for name in ('torch', 'transformers', 'peft', 'trl', 'bentoml'):
+    try:
+        print(name, importlib.import_module(name).__version__, end='; ')
+    except ImportError:
+        print(name, 'missing', end='; ')
+print()"
