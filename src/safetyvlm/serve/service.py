@@ -173,6 +173,9 @@ def refusal(e: BadInput) -> JSONResponse:
     return error(e.status, str(e), e.reason, headers=headers, **extra)
 
 
+ACCEPTED_GRACE_S = 0.25  # after the listening socket is shut: time for connections already accepted
+
+
 class Drain:
     """Graceful stop of one process (docs/serving.md). On SIGTERM the process does not stop accepting at
     once (BentoML's arbiter still holds the listening socket, so connections would queue and then be
@@ -221,6 +224,11 @@ class Drain:
                         socket.socket(fileno=os.dup(sock.fileno())).shutdown(socket.SHUT_RDWR)
                     except OSError:
                         pass
+            # a connection accepted just before that still has its request to answer (503 draining): exiting
+            # now would close it with the request unread, which the kernel turns into a reset
+            time.sleep(ACCEPTED_GRACE_S)
+            while self.busy() and time.monotonic() - self.since < self.limit_s:
+                time.sleep(0.05)
         log.warning("drained after %.1f s (pid %d): stopping", time.monotonic() - self.since, os.getpid())
         if server is not None:
             server.handle_exit(sig, None)
